@@ -9,9 +9,11 @@ pub mod record;
 pub mod results;
 pub mod spec;
 pub mod stats;
+pub mod workload;
 
 pub use aggregate::{Aggregator, WindowRule};
 pub use record::{ErrorClass, RequestRecord, TokenSource};
 pub use results::{Benchmark, Results, ResultsRun, ResultsTool, SCHEMA};
 pub use spec::{ChatMessage, ContentPart, ImageMeta, Prompt, RequestSpec};
 pub use stats::{Summary, percentile};
+pub use workload::{TokenCounter, Workload};
