@@ -21,6 +21,7 @@ pub use error::WorkloadError;
 pub mod builder;
 pub mod cli;
 pub mod images;
+pub mod openai;
 pub mod scenario;
 pub mod session;
 pub mod trace;
