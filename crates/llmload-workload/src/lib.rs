@@ -14,6 +14,7 @@
 pub mod dataset;
 pub mod dist;
 pub mod error;
+pub mod fastjpeg;
 pub mod synth;
 pub mod tokenizer;
 
