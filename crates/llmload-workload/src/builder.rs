@@ -226,10 +226,10 @@ impl WorkloadArgs {
     /// Resolve relative paths against `dir` (for scenario files).
     pub fn resolve_paths(&mut self, dir: &Path) {
         let fix = |p: &mut Option<PathBuf>| {
-            if let Some(x) = p {
-                if x.is_relative() {
-                    *x = dir.join(&*x);
-                }
+            if let Some(x) = p
+                && x.is_relative()
+            {
+                *x = dir.join(&*x);
             }
         };
         fix(&mut self.dataset);
@@ -715,12 +715,12 @@ impl Workload for DatasetWorkload {
         };
         let tokens = self.tok.count_tokens(&row.prompt) as u64;
         let mut spec = RequestSpec::text(row.prompt.clone(), Some(tokens), max_tokens);
-        if let Some(src) = &mut self.images {
-            if self.images_per_request > 0 {
-                let imgs = src.take(self.images_per_request).ok()?;
-                spec.images = imgs.iter().map(|i| i.meta.clone()).collect();
-                spec.prompt = image_prompt(row.prompt.clone(), &imgs);
-            }
+        if let Some(src) = &mut self.images
+            && self.images_per_request > 0
+        {
+            let imgs = src.take(self.images_per_request).ok()?;
+            spec.images = imgs.iter().map(|i| i.meta.clone()).collect();
+            spec.prompt = image_prompt(row.prompt.clone(), &imgs);
         }
         spec.tag = Some(format!("dataset_line={}", row.line));
         Some(spec)

@@ -111,7 +111,7 @@ impl SyntheticImages {
                 [
                     rng.random_range(0.002..0.03f32),
                     rng.random_range(0.002..0.03f32),
-                    rng.random_range(0.0..6.28f32),
+                    rng.random_range(0.0..std::f32::consts::TAU),
                     rng.random_range(20.0..60.0f32),
                 ]
             })

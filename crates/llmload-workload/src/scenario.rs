@@ -237,13 +237,13 @@ impl ScenarioFile {
                 ));
             }
         };
-        if let Some(p) = &file.scenario {
-            if preset(p).is_none() {
-                return Err(bad(format!(
-                    "unknown preset `{p}` in `scenario` ({})",
-                    preset_names()
-                )));
-            }
+        if let Some(p) = &file.scenario
+            && preset(p).is_none()
+        {
+            return Err(bad(format!(
+                "unknown preset `{p}` in `scenario` ({})",
+                preset_names()
+            )));
         }
         if let (Some(w), Some(dir)) = (&mut file.workload, path.parent()) {
             w.resolve_paths(dir);

@@ -184,11 +184,11 @@ impl TokenVocab {
     }
 }
 
+/// A word (or ` word`) and its single token id.
+type WordId = (String, u32);
+
 /// Words whose `"word"` (heads) and `" word"` (units) forms are single tokens, with their ids.
-fn single_token_words(
-    tok: &Tokenizer,
-    words: &[String],
-) -> (Vec<(String, u32)>, Vec<(String, u32)>) {
+fn single_token_words(tok: &Tokenizer, words: &[String]) -> (Vec<WordId>, Vec<WordId>) {
     let mut heads = Vec::new();
     let mut units = Vec::new();
     for w in words {
