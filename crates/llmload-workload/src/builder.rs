@@ -149,7 +149,7 @@ pub struct WorkloadArgs {
     #[arg(long)]
     pub same_images: bool,
 
-    /// Threads generating synthetic images ahead of dispatch [default: half the CPUs, 1-4].
+    /// Threads generating synthetic images ahead of dispatch [default: the CPU count, 1-4; idle once the queue is full].
     #[arg(long, value_name = "N")]
     pub image_threads: Option<usize>,
 
@@ -534,7 +534,7 @@ fn build_images(a: &WorkloadArgs, seed: u64) -> Result<Option<ImageSource>> {
     }
     let threads = a.image_threads.unwrap_or_else(|| {
         std::thread::available_parallelism()
-            .map(|p| (p.get() / 2).clamp(1, 4))
+            .map(|p| p.get().clamp(1, 4))
             .unwrap_or(1)
     });
     // Keep about two seconds' worth at 100 images/s ready, bounded to ~64 MiB of data.
@@ -547,12 +547,12 @@ fn build_images(a: &WorkloadArgs, seed: u64) -> Result<Option<ImageSource>> {
 
 /// A user message with `n` images then the text (the order vision-language chat templates
 /// expect).
-fn image_prompt(text: String, imgs: &[images::EncodedImage]) -> Prompt {
+fn image_prompt(text: String, imgs: Vec<images::EncodedImage>) -> Prompt {
+    // The URLs move into the request: a 1024x1024 JPEG is a ~250 KB data URL, and every
+    // copy of it is a large allocation (page faults) on the producer's path.
     let mut content: Vec<ContentPart> = imgs
-        .iter()
-        .map(|i| ContentPart::ImageUrl {
-            url: i.url.to_string(),
-        })
+        .into_iter()
+        .map(|i| ContentPart::ImageUrl { url: i.url })
         .collect();
     content.push(ContentPart::Text { text });
     Prompt::Messages(vec![ChatMessage {
@@ -616,7 +616,7 @@ impl Workload for SyntheticWorkload {
                 // request without its images.
                 let imgs = src.take(self.images_per_request).ok()?;
                 spec.images = imgs.iter().map(|i| i.meta.clone()).collect();
-                spec.prompt = image_prompt(text, &imgs);
+                spec.prompt = image_prompt(text, imgs);
             }
             _ => spec.prompt = Prompt::Text(text),
         }
@@ -720,7 +720,7 @@ impl Workload for DatasetWorkload {
         {
             let imgs = src.take(self.images_per_request).ok()?;
             spec.images = imgs.iter().map(|i| i.meta.clone()).collect();
-            spec.prompt = image_prompt(row.prompt.clone(), &imgs);
+            spec.prompt = image_prompt(row.prompt.clone(), imgs);
         }
         spec.tag = Some(format!("dataset_line={}", row.line));
         Some(spec)

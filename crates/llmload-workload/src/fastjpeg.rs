@@ -377,8 +377,20 @@ impl PatchJpeg {
     /// The JPEG with blocks replaced: `replace(row, col)` returns `Some(rgb)` to paint the
     /// 8x8 block at MCU (col, row) of the patchable rows one flat colour.
     pub fn encode_with(&self, replace: impl Fn(usize, usize) -> Option<[u8; 3]>) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.encode_into(&mut out, replace);
+        out
+    }
+
+    /// [`PatchJpeg::encode_with`] into a reusable buffer (cleared first).
+    pub fn encode_into(
+        &self,
+        out: &mut Vec<u8>,
+        replace: impl Fn(usize, usize) -> Option<[u8; 3]>,
+    ) {
         let total: usize = self.header.len() + self.rows.iter().map(Vec::len).sum::<usize>() + 2;
-        let mut out = Vec::with_capacity(total + 1024);
+        out.clear();
+        out.reserve(total + 1024);
         out.extend_from_slice(&self.header);
         let mcus_y = self.rows.len();
         let mut row = Vec::with_capacity(self.mcus_x);
@@ -400,7 +412,6 @@ impl PatchJpeg {
             }
         }
         out.extend_from_slice(&[0xFF, 0xD9]);
-        out
     }
 
     /// Coefficients of a flat 8x8 block of colour `rgb` (DC only).

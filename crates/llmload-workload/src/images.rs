@@ -64,7 +64,7 @@ pub fn parse_size(s: &str) -> Result<(u32, u32)> {
 #[derive(Debug, Clone)]
 pub struct EncodedImage {
     /// `https://...` or `data:<mime>;base64,...`
-    pub url: Arc<str>,
+    pub url: String,
     pub meta: ImageMeta,
 }
 
@@ -165,22 +165,33 @@ impl SyntheticImages {
 
     /// Encode image `seq`.
     pub fn generate(&self, seq: u64) -> Result<EncodedImage> {
-        let bytes = match &self.jpeg {
-            Some(pj) => pj.encode_with(|row, col| {
-                (row < 8 && col < 8).then(|| {
-                    let on = (seq >> (row * 8 + col)) & 1 == 1;
-                    if on { [255; 3] } else { [0; 3] }
-                })
-            }),
-            None => self.encode_full(seq)?,
-        };
+        thread_local! {
+            // The JPEG bytes only live until base64-encoded: reuse one buffer per thread.
+            static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
         let mime = self.format.mime();
+        let (url, len) = match &self.jpeg {
+            Some(pj) => BUF.with(|b| {
+                let mut buf = b.borrow_mut();
+                pj.encode_into(&mut buf, |row, col| {
+                    (row < 8 && col < 8).then(|| {
+                        let on = (seq >> (row * 8 + col)) & 1 == 1;
+                        if on { [255; 3] } else { [0; 3] }
+                    })
+                });
+                (data_url(mime, &buf), buf.len())
+            }),
+            None => {
+                let bytes = self.encode_full(seq)?;
+                (data_url(mime, &bytes), bytes.len())
+            }
+        };
         Ok(EncodedImage {
-            url: Arc::from(data_url(mime, &bytes)),
+            url,
             meta: ImageMeta {
                 width: Some(self.width),
                 height: Some(self.height),
-                bytes: Some(bytes.len() as u64),
+                bytes: Some(len as u64),
                 mime: Some(mime.to_string()),
             },
         })
@@ -245,6 +256,7 @@ impl ImageFeed {
             std::thread::Builder::new()
                 .name(format!("llmload-img-{i}"))
                 .spawn(move || {
+                    lower_priority();
                     loop {
                         let seq = next.fetch_add(1, Ordering::Relaxed);
                         if tx.send(generator.generate(seq)).is_err() {
@@ -268,6 +280,22 @@ impl ImageFeed {
             .map_err(|_| WorkloadError::Image("image queue poisoned".into()))?;
         rx.recv()
             .map_err(|_| WorkloadError::Image("image threads stopped".into()))?
+    }
+}
+
+/// Lower the calling thread's scheduling priority (Linux: nice +10 for this thread only), so
+/// that image encoding yields the CPU at once to the engine's dispatch and I/O threads. The
+/// threads still get CPU on a busy machine (not SCHED_IDLE), just with a lower weight.
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: gettid and setpriority take plain integers and touch no memory of ours; on
+        // Linux PRIO_PROCESS with a thread id changes that thread's nice value only. Failure
+        // (e.g. a restrictive seccomp profile) leaves the priority as it was, which is fine.
+        unsafe {
+            let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+            libc::setpriority(libc::PRIO_PROCESS, tid, 10);
+        }
     }
 }
 
@@ -299,7 +327,7 @@ pub fn read_url_list(path: &Path) -> Result<Vec<EncodedImage>> {
             });
         }
         out.push(EncodedImage {
-            url: Arc::from(l),
+            url: l.to_string(),
             meta: ImageMeta {
                 width: None,
                 height: None,
@@ -366,7 +394,7 @@ pub fn load_files(paths: &[PathBuf]) -> Result<Vec<EncodedImage>> {
             .ok()
             .and_then(|r| r.into_dimensions().ok());
         out.push(EncodedImage {
-            url: Arc::from(data_url(mime, &bytes)),
+            url: data_url(mime, &bytes),
             meta: ImageMeta {
                 width: dims.map(|d| d.0),
                 height: dims.map(|d| d.1),
@@ -517,7 +545,7 @@ mod tests {
     fn feed_delivers_distinct_images() {
         let g = SyntheticImages::new(64, 64, ImageFormat::Png, 90, 3).expect("gen");
         let feed = ImageFeed::start(g, 2, 4).expect("feed");
-        let urls: std::collections::HashSet<Arc<str>> =
+        let urls: std::collections::HashSet<String> =
             (0..20).map(|_| feed.next().expect("img").url).collect();
         assert_eq!(urls.len(), 20);
     }
