@@ -410,7 +410,7 @@ impl Engine {
 }
 
 enum Done {
-    Request(Sent),
+    Request(Box<Sent>),
     Dropped,
 }
 
@@ -537,7 +537,7 @@ async fn closed_loop_worker(
         let Some(spec) = spec else { return };
         let Some(n) = sh.ticket() else { return };
         let sent = sh.send_one(n, &spec, None, None).await;
-        if done.send(Done::Request(sent)).is_err() {
+        if done.send(Done::Request(Box::new(sent))).is_err() {
             return;
         }
     }
@@ -614,7 +614,7 @@ fn pacer(
                 let done = done.clone();
                 handle.spawn(tracker.track_future(async move {
                     let sent = sh.send_one(n, &spec, Some(t_sched), None).await;
-                    let _ = done.send(Done::Request(sent));
+                    let _ = done.send(Done::Request(Box::new(sent)));
                 }));
             }
             Some(sem) => match sem.clone().try_acquire_owned() {
@@ -624,7 +624,7 @@ fn pacer(
                     handle.spawn(tracker.track_future(async move {
                         let sent = sh.send_one(n, &spec, Some(t_sched), Some(0.0)).await;
                         drop(permit);
-                        let _ = done.send(Done::Request(sent));
+                        let _ = done.send(Done::Request(Box::new(sent)));
                     }));
                 }
                 Err(_) if drop_over_cap => {
@@ -648,7 +648,7 @@ fn pacer(
                             }
                             None => sh.cancelled_in_queue(n, t_sched),
                         };
-                        let _ = done.send(Done::Request(sent));
+                        let _ = done.send(Done::Request(Box::new(sent)));
                     }));
                 }
             },
