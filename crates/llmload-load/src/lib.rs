@@ -5,6 +5,7 @@ pub mod engine;
 pub mod output;
 pub mod plan;
 pub mod profile;
+mod transport;
 
 pub use engine::{Engine, NullSink, Outcome, Progress, RecordSink, Sent, Transport};
 pub use plan::{BenchmarkPlan, PhaseLen, StopConditions};
