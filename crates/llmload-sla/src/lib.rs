@@ -15,3 +15,9 @@ pub mod units;
 
 pub use error::{ExprError, SlaError};
 pub use threshold::{Threshold, ThresholdReport, ThresholdResult, check, check_all, parse_threshold};
+pub mod slo;
+pub mod tiers;
+pub mod trend;
+
+pub use slo::{FileFormat, parse_slo, parse_slo_file, parse_slos};
+pub use tiers::{ServerSignals, SlaReport, Tier, TierConfig, classify};
