@@ -21,3 +21,6 @@ pub mod trend;
 
 pub use slo::{FileFormat, parse_slo, parse_slo_file, parse_slos};
 pub use tiers::{ServerSignals, SlaReport, Tier, TierConfig, classify};
+pub mod breaking;
+
+pub use breaking::{BreakingConfig, BreakingVerdict, RequestPoint, evaluate};
