@@ -24,3 +24,9 @@ pub use tiers::{ServerSignals, SlaReport, Tier, TierConfig, classify};
 pub mod breaking;
 
 pub use breaking::{BreakingConfig, BreakingVerdict, RequestPoint, evaluate};
+pub mod planner;
+
+pub use planner::{
+    Arrival, BreakingPoint, Load, Phase, StepOutcome, SweepConfig, SweepMode, SweepPlanner,
+    SweepStep, SweepSummary,
+};
