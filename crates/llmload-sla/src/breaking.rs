@@ -36,6 +36,32 @@ pub struct RequestPoint {
     pub latency: Option<f64>,
 }
 
+impl RequestPoint {
+    /// The point of an in-window request record; `None` for requests outside the window.
+    /// Cancelled requests keep their dispatch and TTFT but have no latency.
+    pub fn from_record(r: &llmload_core::RequestRecord) -> Option<RequestPoint> {
+        if !r.in_window {
+            return None;
+        }
+        let cancelled = r.error == Some(llmload_core::ErrorClass::Cancelled);
+        Some(RequestPoint {
+            t_dispatch: r.t_dispatch,
+            ttft: r.ttft(),
+            latency: (!cancelled).then(|| r.t_end - r.t_dispatch),
+        })
+    }
+}
+
+/// The points of a step's records (in-window requests only).
+pub fn points_from_records<'a>(
+    records: impl IntoIterator<Item = &'a llmload_core::RequestRecord>,
+) -> Vec<RequestPoint> {
+    records
+        .into_iter()
+        .filter_map(RequestPoint::from_record)
+        .collect()
+}
+
 /// The breaking-point definition.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct BreakingConfig {
