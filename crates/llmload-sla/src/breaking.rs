@@ -47,7 +47,7 @@ impl RequestPoint {
         Some(RequestPoint {
             t_dispatch: r.t_dispatch,
             ttft: r.ttft(),
-            latency: (!cancelled).then(|| r.t_end - r.t_dispatch),
+            latency: (!cancelled).then_some(r.t_end - r.t_dispatch),
         })
     }
 }
@@ -121,22 +121,26 @@ impl BreakingConfig {
             let q = |dim: Dimension| -> Result<Option<f64>, SlaError> {
                 match val {
                     Value::Bool(false) => Ok(None),
-                    Value::String(s) => units::parse_quantity(s, dim, k)
-                        .map(Some)
-                        .map_err(|e| SlaError::config(file, format!("{k} = \"{s}\": {}", e.message))),
+                    Value::String(s) => units::parse_quantity(s, dim, k).map(Some).map_err(|e| {
+                        SlaError::config(file, format!("{k} = \"{s}\": {}", e.message))
+                    }),
                     Value::Number(n) if dim != Dimension::Time => {
                         let x = n.as_f64().unwrap_or(f64::NAN);
                         if dim == Dimension::Ratio && !(0.0..=1.0).contains(&x) {
                             return Err(SlaError::config(
                                 file,
-                                format!("{k} = {x}: a fraction between 0 and 1, or a string such as \"5%\""),
+                                format!(
+                                    "{k} = {x}: a fraction between 0 and 1, or a string such as \"5%\""
+                                ),
                             ));
                         }
                         Ok(Some(x))
                     }
                     other => Err(SlaError::config(
                         file,
-                        format!("{k}: expected a string with a unit (\"1s\", \"1%\") or false, got {other}"),
+                        format!(
+                            "{k}: expected a string with a unit (\"1s\", \"1%\") or false, got {other}"
+                        ),
                     )),
                 }
             };
@@ -261,7 +265,7 @@ fn client_in_flight(points: &[RequestPoint], samples: usize) -> Vec<(f64, f64)> 
             ev.push((p.t_dispatch + l.max(0.0), -1));
         }
     }
-    if !(hi > lo) || samples < 2 {
+    if hi.is_nan() || lo.is_nan() || hi <= lo || samples < 2 {
         return Vec::new();
     }
     ev.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
@@ -297,7 +301,12 @@ pub fn evaluate(
     // 1. TTFT.
     criteria.push(match cfg.ttft_max {
         None => CriterionResult::skipped("ttft", "switched off"),
-        Some(max) => match b.metrics.ttft_s.as_ref().and_then(|s| s.get(&cfg.ttft_statistic)) {
+        Some(max) => match b
+            .metrics
+            .ttft_s
+            .as_ref()
+            .and_then(|s| s.get(&cfg.ttft_statistic))
+        {
             None => CriterionResult::skipped("ttft", "no request produced a first token"),
             Some(v) => CriterionResult::judged(
                 "ttft",
@@ -389,7 +398,8 @@ pub fn evaluate(
             (t, t.map(|_| "client_in_flight"))
         }
     };
-    let oversaturated = matches!((&ttft_trend, &conc_trend), (Some(a), Some(c)) if a.rising && c.rising);
+    let oversaturated =
+        matches!((&ttft_trend, &conc_trend), (Some(a), Some(c)) if a.rising && c.rising);
     criteria.push(if !cfg.saturation_trend {
         CriterionResult::skipped("saturation_trend", "switched off")
     } else {
@@ -469,9 +479,8 @@ pub fn evaluate(
     });
 
     if server.is_none() {
-        notes.push(
-            "no server metrics: the breaking point is judged on client criteria only".into(),
-        );
+        notes
+            .push("no server metrics: the breaking point is judged on client criteria only".into());
     }
     let broken = criteria.iter().any(|c| c.fired);
     let limited_by = criteria
@@ -596,7 +605,10 @@ mod tests {
         // All cut at the stop: broken.
         let mut c = Benchmark::default();
         c.requests.cancelled = 10;
-        assert_eq!(fired(&evaluate(&BreakingConfig::default(), &c, None, &[])), vec!["error_rate"]);
+        assert_eq!(
+            fired(&evaluate(&BreakingConfig::default(), &c, None, &[])),
+            vec!["error_rate"]
+        );
     }
 
     #[test]
@@ -610,7 +622,11 @@ mod tests {
         };
         let v = evaluate(&BreakingConfig::default(), &b, Some(&s), &pts);
         assert_eq!(fired(&v), vec!["server_queue"]);
-        assert!(v.criteria[2].detail.contains("80%"), "{}", v.criteria[2].detail);
+        assert!(
+            v.criteria[2].detail.contains("80%"),
+            "{}",
+            v.criteria[2].detail
+        );
         let s = ServerSignals {
             waiting_share_above_zero: Some(0.5),
             ..Default::default()
@@ -697,13 +713,22 @@ mod tests {
         assert_eq!(c.max_waiting_share, None);
         assert!(!c.saturation_trend);
         assert_eq!(c.max_rate_shortfall, Some(0.1));
-        let bad = |t: &str| BreakingConfig::from_text(t, FileFormat::Toml, "b.toml").unwrap_err().to_string();
+        let bad = |t: &str| {
+            BreakingConfig::from_text(t, FileFormat::Toml, "b.toml")
+                .unwrap_err()
+                .to_string()
+        };
         assert!(bad("ttft_max = 1").contains("unit"));
         assert!(bad("max_error_rate = 5").contains("between 0 and 1"));
         assert!(bad("ttft_max = \"1tok/s\"").contains("tok/s on ttft_max"));
         assert!(bad("foo = 1").contains("unknown key"));
         assert!(bad("ttft_statistic = \"p75\"").contains("one of"));
         let j = r#"{"breaking_point": {"ttft_max": "500ms"}}"#;
-        assert_eq!(BreakingConfig::from_text(j, FileFormat::Json, "b.json").unwrap().ttft_max, Some(0.5));
+        assert_eq!(
+            BreakingConfig::from_text(j, FileFormat::Json, "b.json")
+                .unwrap()
+                .ttft_max,
+            Some(0.5)
+        );
     }
 }

@@ -14,7 +14,9 @@ pub mod threshold;
 pub mod units;
 
 pub use error::{ExprError, SlaError};
-pub use threshold::{Threshold, ThresholdReport, ThresholdResult, check, check_all, parse_threshold};
+pub use threshold::{
+    Threshold, ThresholdReport, ThresholdResult, check, check_all, parse_threshold,
+};
 pub mod slo;
 pub mod tiers;
 pub mod trend;
@@ -30,3 +32,5 @@ pub use planner::{
     Arrival, BreakingPoint, Load, Phase, StepOutcome, SweepConfig, SweepMode, SweepPlanner,
     SweepStep, SweepSummary,
 };
+pub mod cli;
+pub mod format;

@@ -38,7 +38,7 @@ use crate::error::SlaError;
 use crate::tiers::{self, ServerSignals, SlaReport, Tier, TierConfig};
 
 /// Arrival process of rate steps.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum Arrival {
     #[default]
@@ -385,7 +385,7 @@ impl SweepPlanner {
                         return self.issue(Phase::Synchronous, Load::Synchronous);
                     };
                     let Some(rt) = self.achieved_of(Phase::Throughput) else {
-                        if !(rs > 0.0) {
+                        if rs.is_nan() || rs <= 0.0 {
                             return self.stop(
                                 "the synchronous step completed no request: nothing to sweep",
                             );
@@ -397,7 +397,7 @@ impl SweepPlanner {
                             },
                         );
                     };
-                    if !(rt > 0.0) {
+                    if rt.is_nan() || rt <= 0.0 {
                         return self.stop("the throughput step completed no request");
                     }
                     let hi = if rt <= rs {
@@ -432,11 +432,15 @@ impl SweepPlanner {
                     l.sort_unstable();
                     l.dedup();
                     if l != levels {
-                        self.notes
-                            .push("--concurrency levels were sorted ascending (duplicates removed)".into());
+                        self.notes.push(
+                            "--concurrency levels were sorted ascending (duplicates removed)"
+                                .into(),
+                        );
                     }
-                    self.queue
-                        .extend(l.into_iter().map(|concurrency| Load::Concurrency { concurrency }));
+                    self.queue.extend(
+                        l.into_iter()
+                            .map(|concurrency| Load::Concurrency { concurrency }),
+                    );
                 }
             }
             self.planned = true;
@@ -483,7 +487,8 @@ impl SweepPlanner {
     fn next_refinement(&mut self) -> Option<SweepStep> {
         let (pass, fail) = self.bracket();
         let Some(fail) = fail else {
-            return self.stop("every level passed: the breaking point lies above the highest level tried");
+            return self
+                .stop("every level passed: the breaking point lies above the highest level tried");
         };
         if let Some(p) = pass
             && p.0 > 0.0
@@ -585,7 +590,10 @@ impl SweepPlanner {
         let (pass, fail) = self.bracket();
         let pts = self.points();
         if let Some(f) = fail
-            && let Some(hp) = pts.iter().filter(|p| p.1 && p.0 > f.0).max_by(|a, b| a.0.total_cmp(&b.0))
+            && let Some(hp) = pts
+                .iter()
+                .filter(|p| p.1 && p.0 > f.0)
+                .max_by(|a, b| a.0.total_cmp(&b.0))
         {
             self.notes.push(format!(
                 "level {} passed although {} below it failed: the results are noisy near the limit; the breaking point reported is the conservative one",
@@ -593,12 +601,14 @@ impl SweepPlanner {
                 fmt_level(f.0)
             ));
         }
-        if let Some(sync) = self.done.iter().find(|d| d.step.phase == Phase::Synchronous)
+        if let Some(sync) = self
+            .done
+            .iter()
+            .find(|d| d.step.phase == Phase::Synchronous)
             && sync.verdict.broken
         {
-            self.notes.push(
-                "the synchronous step (one request at a time) already breaks the SLA".into(),
-            );
+            self.notes
+                .push("the synchronous step (one request at a time) already breaks the SLA".into());
         }
         let by_index = |i: usize| self.done.iter().find(|d| d.step.index == i);
         let first_fail = fail.and_then(|f| by_index(f.2));

@@ -161,9 +161,11 @@ pub fn parse_slo_file(text: &str, format: FileFormat, file: &str) -> Result<Vec<
             )
         })?;
         let threshold = match val {
-            Value::String(s) => parse_slo(&format!("{metric}={s}"))
-                .map_err(|e| SlaError::config(file, format!("{key}: {}", e.message)))?
-                .threshold,
+            Value::String(s) => {
+                parse_slo(&format!("{metric}={s}"))
+                    .map_err(|e| SlaError::config(file, format!("{key}: {}", e.message)))?
+                    .threshold
+            }
             Value::Number(n) => {
                 let x = n.as_f64().unwrap_or(f64::NAN);
                 let unit_in_key = key.ends_with("_s") || metric == "decode_rate";
@@ -218,8 +220,14 @@ mod tests {
         assert_eq!(parse_slo("ttft=1s").unwrap(), slo("ttft", 1.0));
         assert_eq!(parse_slo("tpot=50ms").unwrap(), slo("tpot", 0.05));
         assert_eq!(parse_slo("e2e=10s").unwrap(), slo("e2e_latency", 10.0));
-        assert_eq!(parse_slo("decode_rate=20tok/s").unwrap(), slo("decode_rate", 20.0));
-        assert_eq!(parse_slo("decode_rate=20").unwrap(), slo("decode_rate", 20.0));
+        assert_eq!(
+            parse_slo("decode_rate=20tok/s").unwrap(),
+            slo("decode_rate", 20.0)
+        );
+        assert_eq!(
+            parse_slo("decode_rate=20").unwrap(),
+            slo("decode_rate", 20.0)
+        );
         assert_eq!(parse_slo("itl_max:500us").unwrap(), slo("itl_max", 0.0005));
         assert_eq!(parse_slo(" ttft = 0.5 s").unwrap(), slo("ttft", 0.5));
         let all = parse_slos(["ttft=1s", "tpot=50ms"]).unwrap();

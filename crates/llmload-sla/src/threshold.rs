@@ -99,7 +99,11 @@ pub const DISTRIBUTIONS: [(&str, &str, Dimension); 14] = [
     ("tpot_s", "tpot", Dimension::Time),
     ("tpot_incl_ttft_s", "tpot_incl_ttft", Dimension::Time),
     ("itl_s", "itl", Dimension::Time),
-    ("decode_rate_tokens_per_s", "decode_rate", Dimension::TokenRate),
+    (
+        "decode_rate_tokens_per_s",
+        "decode_rate",
+        Dimension::TokenRate,
+    ),
     ("dispatch_delay_s", "dispatch_delay", Dimension::Time),
     ("scheduled_latency_s", "scheduled_latency", Dimension::Time),
     ("generator_lag_s", "generator_lag", Dimension::Time),
@@ -126,16 +130,36 @@ pub const FIGURES: [(&str, Dimension, &str); 11] = [
         Dimension::Ratio,
         "dropped / (completed + errored + dropped): arrivals refused by --max-concurrency",
     ),
-    ("requests_per_s", Dimension::RequestRate, "completed / duration"),
-    ("output_tokens_per_s", Dimension::TokenRate, "output tokens / duration"),
-    ("total_tokens_per_s", Dimension::TokenRate, "(prompt + output tokens) / duration"),
+    (
+        "requests_per_s",
+        Dimension::RequestRate,
+        "completed / duration",
+    ),
+    (
+        "output_tokens_per_s",
+        Dimension::TokenRate,
+        "output tokens / duration",
+    ),
+    (
+        "total_tokens_per_s",
+        Dimension::TokenRate,
+        "(prompt + output tokens) / duration",
+    ),
     (
         "goodput_requests_per_s",
         Dimension::RequestRate,
         "completed requests meeting every --slo / duration",
     ),
-    ("concurrency.mean", Dimension::Count, "time-weighted mean of requests in flight"),
-    ("concurrency.max", Dimension::Count, "most requests in flight"),
+    (
+        "concurrency.mean",
+        Dimension::Count,
+        "time-weighted mean of requests in flight",
+    ),
+    (
+        "concurrency.max",
+        Dimension::Count,
+        "most requests in flight",
+    ),
     ("requests.completed", Dimension::Count, "completed requests"),
     ("requests.errored", Dimension::Count, "failed requests"),
     ("duration_s", Dimension::Time, "measurement window length"),
@@ -218,8 +242,7 @@ pub fn parse_threshold(expr: &str) -> Result<Threshold, ExprError> {
         i += 1;
     }
     let m0 = i;
-    while i < bytes.len() && (bytes[i].is_ascii_alphanumeric() || matches!(bytes[i], b'_' | b'.'))
-    {
+    while i < bytes.len() && (bytes[i].is_ascii_alphanumeric() || matches!(bytes[i], b'_' | b'.')) {
         i += 1;
     }
     let m1 = i;
@@ -267,13 +290,14 @@ pub fn parse_threshold(expr: &str) -> Result<Threshold, ExprError> {
     })
 }
 
-fn resolve_metric(
-    expr: &str,
-    text: &str,
-    at: usize,
-) -> Result<(MetricRef, Dimension), ExprError> {
+fn resolve_metric(expr: &str, text: &str, at: usize) -> Result<(MetricRef, Dimension), ExprError> {
     if text.starts_with('.') || text.ends_with('.') || text.contains("..") {
-        return Err(perr(expr, at, text.len(), "a metric name cannot have empty parts"));
+        return Err(perr(
+            expr,
+            at,
+            text.len(),
+            "a metric name cannot have empty parts",
+        ));
     }
     let (head, rest) = match text.split_once('.') {
         Some((h, r)) => (h, Some(r)),
@@ -315,10 +339,17 @@ fn resolve_metric(
                 expr,
                 rest_at,
                 stat.len(),
-                format!("unknown statistic `{stat}` (one of {}, p99.9)", STATS.join(", ")),
+                format!(
+                    "unknown statistic `{stat}` (one of {}, p99.9)",
+                    STATS.join(", ")
+                ),
             ));
         }
-        let dim = if stat == "count" { Dimension::Count } else { dim };
+        let dim = if stat == "count" {
+            Dimension::Count
+        } else {
+            dim
+        };
         return Ok((
             MetricRef::Distribution {
                 name: name.to_string(),
@@ -409,10 +440,14 @@ pub fn value_of(metric: &MetricRef, b: &Benchmark) -> Result<f64, String> {
         }
         MetricRef::Figure { name } => figure_value(name, b),
         MetricRef::Section { section, path } => {
-            let root = if section == "server" { &b.server } else { &b.gpu };
-            let root = root.as_ref().ok_or_else(|| {
-                format!("no {section} metrics were collected for this benchmark")
-            })?;
+            let root = if section == "server" {
+                &b.server
+            } else {
+                &b.gpu
+            };
+            let root = root
+                .as_ref()
+                .ok_or_else(|| format!("no {section} metrics were collected for this benchmark"))?;
             let mut v = root;
             for (k, part) in path.iter().enumerate() {
                 v = match v {
@@ -427,9 +462,8 @@ pub fn value_of(metric: &MetricRef, b: &Benchmark) -> Result<f64, String> {
                     )
                 })?;
             }
-            v.as_f64().ok_or_else(|| {
-                format!("{section}.{} is not a number ({v})", path.join("."))
-            })
+            v.as_f64()
+                .ok_or_else(|| format!("{section}.{} is not a number ({v})", path.join(".")))
         }
     }
 }
@@ -474,7 +508,11 @@ pub fn check(thresholds: &[Threshold], b: &Benchmark) -> Vec<ThresholdResult> {
         .map(|t| {
             let (value, passed, reason) = match value_of(&t.metric, b) {
                 Ok(v) if v.is_finite() => (Some(v), t.op.holds(v, t.limit), None),
-                Ok(v) => (None, false, Some(format!("the value is not a finite number ({v})"))),
+                Ok(v) => (
+                    None,
+                    false,
+                    Some(format!("the value is not a finite number ({v})")),
+                ),
                 Err(why) => (None, false, Some(why)),
             };
             ThresholdResult {
@@ -553,9 +591,9 @@ pub fn check_all(thresholds: &[Threshold], benchmarks: &[Benchmark]) -> Threshol
 
 /// Reads a scenario file's `thresholds` entry: a list of expression strings.
 pub fn from_value_list(v: &Value) -> Result<Vec<Threshold>, String> {
-    let list = v
-        .as_array()
-        .ok_or_else(|| "thresholds must be a list of strings such as [\"ttft.p95<2s\"]".to_string())?;
+    let list = v.as_array().ok_or_else(|| {
+        "thresholds must be a list of strings such as [\"ttft.p95<2s\"]".to_string()
+    })?;
     list.iter()
         .enumerate()
         .map(|(i, e)| {
@@ -656,7 +694,14 @@ mod tests {
         assert!(r[4].reason.as_deref().unwrap().contains("not a number"));
         let empty = Benchmark::default();
         let r = check(&[parse_threshold("error_rate<1%").unwrap()], &empty);
-        assert!(!r[0].passed && r[0].reason.as_deref().unwrap().contains("no request finished"));
+        assert!(
+            !r[0].passed
+                && r[0]
+                    .reason
+                    .as_deref()
+                    .unwrap()
+                    .contains("no request finished")
+        );
     }
 
     fn caret(expr: &str) -> (String, String) {

@@ -178,7 +178,9 @@ impl Default for TierConfig {
 const TTFT_STATS: [&str; 9] = [
     "mean", "median", "p50", "p90", "p95", "p99", "p999", "max", "min",
 ];
-const DECODE_STATS: [&str; 9] = ["mean", "median", "p50", "min", "p10", "p5", "p1", "p0.1", "max"];
+const DECODE_STATS: [&str; 9] = [
+    "mean", "median", "p50", "min", "p10", "p5", "p1", "p0.1", "max",
+];
 
 impl TierConfig {
     /// Reads a TOML (or JSON) tier table; every key is optional and overrides the default:
@@ -201,7 +203,10 @@ impl TierConfig {
         let v = parse_config_text(text, format, file)?;
         let root = v.get("tiers").unwrap_or(&v);
         let Value::Object(map) = root else {
-            return Err(SlaError::config(file, "expected tables [ttft], [decode_rate], ..."));
+            return Err(SlaError::config(
+                file,
+                "expected tables [ttft], [decode_rate], ...",
+            ));
         };
         let mut cfg = TierConfig::default();
         for (key, val) in map {
@@ -224,17 +229,17 @@ impl TierConfig {
             };
             for (k, x) in t {
                 let s = x.as_str().ok_or_else(|| {
-                    SlaError::config(file, format!("{key}.{k} must be a string such as \"< 0.5s\""))
+                    SlaError::config(
+                        file,
+                        format!("{key}.{k} must be a string such as \"< 0.5s\""),
+                    )
                 })?;
                 let slot = match k.as_str() {
                     "statistic" => {
                         if !stats.contains(&s) {
                             return Err(SlaError::config(
                                 file,
-                                format!(
-                                    "{key}.statistic `{s}` is not one of {}",
-                                    stats.join(", ")
-                                ),
+                                format!("{key}.statistic `{s}` is not one of {}", stats.join(", ")),
                             ));
                         }
                         rule.statistic = s.to_string();
@@ -255,8 +260,7 @@ impl TierConfig {
                 *slot = Bound::parse(s, dim, key)
                     .map_err(|e| SlaError::config(file, format!("{key}.{k}: {e}")))?;
             }
-            rule.validate(key)
-                .map_err(|m| SlaError::config(file, m))?;
+            rule.validate(key).map_err(|m| SlaError::config(file, m))?;
         }
         Ok(cfg)
     }
@@ -385,7 +389,8 @@ fn decode_stat(b: &Benchmark, stat: &str) -> Result<f64, String> {
         .decode_rate_tokens_per_s
         .as_ref()
         .ok_or("no request had more than one output token, so there is no decode rate")?;
-    d.get(stat).ok_or_else(|| format!("no decode-rate statistic `{stat}`"))
+    d.get(stat)
+        .ok_or_else(|| format!("no decode-rate statistic `{stat}`"))
 }
 
 /// Classifies one benchmark. `server` is `None` when no server metrics were collected: the KV
@@ -408,7 +413,9 @@ pub fn classify(cfg: &TierConfig, b: &Benchmark, server: Option<&ServerSignals>)
         "tok/s",
         decode_stat(b, &cfg.decode_rate.statistic),
     );
-    let no_server = || "no server metrics for this benchmark (the server's /metrics was not scraped)".to_string();
+    let no_server = || {
+        "no server metrics for this benchmark (the server's /metrics was not scraped)".to_string()
+    };
     let kv_cache_usage = MetricTier::of(
         &cfg.kv_cache_usage,
         "fraction",
@@ -487,7 +494,10 @@ mod tests {
     fn tier_of_ttft(v: f64) -> Tier {
         let mut b = Benchmark::default();
         b.metrics.ttft_s = Some(flat(v));
-        classify(&TierConfig::default(), &b, None).ttft.tier.unwrap()
+        classify(&TierConfig::default(), &b, None)
+            .ttft
+            .tier
+            .unwrap()
     }
 
     fn tier_of_decode(v: f64) -> Tier {
@@ -562,7 +572,13 @@ mod tests {
         assert_eq!(r.overall, Some(Acceptable));
         assert_eq!(r.limited_by, vec!["ttft"]);
         assert!(r.kv_cache_usage.tier.is_none());
-        assert!(r.kv_cache_usage.reason.as_deref().unwrap().contains("no server metrics"));
+        assert!(
+            r.kv_cache_usage
+                .reason
+                .as_deref()
+                .unwrap()
+                .contains("no server metrics")
+        );
         assert!(!r.server_metrics);
         let v = r.to_value();
         assert_eq!(v["overall"], "acceptable");
@@ -608,13 +624,29 @@ degraded = "<= 90%"
 "#;
         let c = TierConfig::from_text(t, FileFormat::Toml, "tiers.toml").unwrap();
         assert_eq!(c.ttft.statistic, "p99");
-        assert_eq!(c.ttft.excellent, Bound { op: Op::Lt, limit: 0.3 });
-        assert_eq!(c.ttft.acceptable, Bound { op: Op::Le, limit: 0.8 });
+        assert_eq!(
+            c.ttft.excellent,
+            Bound {
+                op: Op::Lt,
+                limit: 0.3
+            }
+        );
+        assert_eq!(
+            c.ttft.acceptable,
+            Bound {
+                op: Op::Le,
+                limit: 0.8
+            }
+        );
         assert_eq!(c.ttft.classify(0.8), Acceptable);
         assert_eq!(c.ttft.degraded.limit, 2.0);
         assert_eq!(c.kv_cache_usage.degraded.limit, 0.9);
         assert_eq!(c.queue_depth.statistic, "max");
-        let bad = |t: &str| TierConfig::from_text(t, FileFormat::Toml, "t.toml").unwrap_err().to_string();
+        let bad = |t: &str| {
+            TierConfig::from_text(t, FileFormat::Toml, "t.toml")
+                .unwrap_err()
+                .to_string()
+        };
         assert!(bad("[ttft]\nexcellent = \"> 1s\"").contains("mix"));
         assert!(bad("[ttft]\nexcellent = \"< 1.5s\"").contains("loosen"));
         assert!(bad("[ttft]\nexcellent = \"< 5\"").contains("needs a unit"));

@@ -287,7 +287,9 @@ pub(crate) mod tests {
     fn small_or_tiny_trends_do_not_count() {
         assert!(analyze(&[(0.0, 1.0), (1.0, 2.0)], &TrendRule::TTFT).is_none());
         // Significant but tiny: +10 % of the level.
-        let pts: Vec<(f64, f64)> = (0..200).map(|i| (i as f64, 1.0 + 0.0005 * i as f64)).collect();
+        let pts: Vec<(f64, f64)> = (0..200)
+            .map(|i| (i as f64, 1.0 + 0.0005 * i as f64))
+            .collect();
         let tr = analyze(&pts, &TrendRule::TTFT).unwrap();
         assert!(tr.z > 3.0 && !tr.rising, "{tr:?}");
     }

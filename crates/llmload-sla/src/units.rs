@@ -184,11 +184,7 @@ pub fn to_base(q: &RawQuantity, dim: Dimension, metric: &str) -> Result<f64, Spa
         span_err(
             u0,
             (u1 - u0).max(1),
-            format!(
-                "{} on {metric}, which is {}",
-                q.unit.name(),
-                dim.describe()
-            ),
+            format!("{} on {metric}, which is {}", q.unit.name(), dim.describe()),
         )
     };
     let v = q.number;

@@ -1,4 +1,5 @@
 //! Planner sequences against synthetic servers.
+#![allow(clippy::unwrap_used)] // test helpers
 
 use llmload_core::{Benchmark, Summary};
 use llmload_sla::breaking::RequestPoint;
@@ -21,7 +22,12 @@ fn flat(x: f64) -> Summary {
 
 fn bench(rate: Option<f64>, rps: f64, ttft_p95: f64) -> Benchmark {
     let mut b = Benchmark::default();
-    b.profile.kind = if rate.is_some() { "poisson" } else { "concurrent" }.into();
+    b.profile.kind = if rate.is_some() {
+        "poisson"
+    } else {
+        "concurrent"
+    }
+    .into();
     b.profile.rate = rate;
     b.window.duration_s = 61.0;
     b.requests.completed = (rps * 60.0).round() as u64;
@@ -45,7 +51,10 @@ fn capacity_server(load: &Load) -> Benchmark {
     }
 }
 
-fn drive(cfg: SweepConfig, server: impl Fn(&Load) -> (Benchmark, Vec<RequestPoint>)) -> (Vec<Load>, SweepSummary) {
+fn drive(
+    cfg: SweepConfig,
+    server: impl Fn(&Load) -> (Benchmark, Vec<RequestPoint>),
+) -> (Vec<Load>, SweepSummary) {
     let mut p = SweepPlanner::new(cfg).unwrap();
     let mut loads = Vec::new();
     while let Some(step) = p.next_step() {
@@ -72,15 +81,32 @@ fn rates(loads: &[Load]) -> Vec<f64> {
 fn default_sweep_order_and_bisection_finds_37_3() {
     let (loads, s) = drive(SweepConfig::auto(), |l| (capacity_server(l), vec![]));
     assert_eq!(loads[0], Load::Synchronous);
-    assert_eq!(loads[1], Load::Throughput { max_concurrency: 256 });
+    assert_eq!(
+        loads[1],
+        Load::Throughput {
+            max_concurrency: 256
+        }
+    );
     // 8 rates evenly spaced from the synchronous (2) to the throughput (45) rate.
     let sweep: Vec<f64> = rates(&loads[2..10]);
     let expect: Vec<f64> = (1..=8).map(|i| 2.0 + 43.0 * i as f64 / 8.0).collect();
     for (a, e) in sweep.iter().zip(&expect) {
         assert!((a - e).abs() < 1e-9, "{sweep:?} vs {expect:?}");
     }
-    assert!(matches!(loads[2], Load::Rate { arrival: Arrival::Poisson, .. }));
-    assert_eq!(s.steps[..10].iter().filter(|x| x.phase == Phase::Sweep).count(), 8);
+    assert!(matches!(
+        loads[2],
+        Load::Rate {
+            arrival: Arrival::Poisson,
+            ..
+        }
+    ));
+    assert_eq!(
+        s.steps[..10]
+            .iter()
+            .filter(|x| x.phase == Phase::Sweep)
+            .count(),
+        8
+    );
     // Refinement converged on 37.3 within 5 %, within the budget.
     let bp = &s.breaking_point;
     assert!(bp.found && bp.converged, "{bp:#?}");
@@ -113,7 +139,13 @@ fn explicit_rates_are_run_ascending_then_refined() {
     cfg.tolerance = 0.02;
     let (loads, s) = drive(cfg, |l| (capacity_server(l), vec![]));
     assert_eq!(rates(&loads)[..5], [10.0, 20.0, 30.0, 40.0, 50.0]);
-    assert!(matches!(loads[0], Load::Rate { arrival: Arrival::Constant, .. }));
+    assert!(matches!(
+        loads[0],
+        Load::Rate {
+            arrival: Arrival::Constant,
+            ..
+        }
+    ));
     // Bisect 30..40: 35, 37.5 (fail), 36.25, 36.875 -> gap 1.7 % < 2 %.
     assert_eq!(rates(&loads)[5..], [35.0, 37.5, 36.25, 36.875]);
     let m = s.breaking_point.max_sustainable.unwrap();
@@ -137,7 +169,10 @@ fn concurrency_ladder_bisects_integers() {
     assert_eq!(levels, [1, 10, 50, 100, 30, 40, 35, 37, 38]);
     let bp = &s.breaking_point;
     assert_eq!(bp.dimension, "concurrency");
-    assert_eq!((bp.max_sustainable, bp.first_failing), (Some(37.0), Some(38.0)));
+    assert_eq!(
+        (bp.max_sustainable, bp.first_failing),
+        (Some(37.0), Some(38.0))
+    );
     assert!(bp.converged);
 }
 
@@ -186,7 +221,11 @@ fn breaking_everywhere_bisects_down_then_stops() {
     });
     assert_eq!(rates(&loads), [40.0, 80.0, 20.0, 10.0, 5.0]);
     assert!(s.breaking_point.max_sustainable.is_none());
-    assert!(s.stop_reason.contains("every rate tried"), "{}", s.stop_reason);
+    assert!(
+        s.stop_reason.contains("every rate tried"),
+        "{}",
+        s.stop_reason
+    );
 }
 
 /// Open-loop points whose TTFT and in-flight count grow through the step (a backlog).
@@ -211,7 +250,9 @@ fn oversaturated_step_stops_the_escalation() {
         arrival: Arrival::Poisson,
     });
     let (loads, s) = drive(cfg, |l| {
-        let Load::Rate { rate, .. } = *l else { panic!() };
+        let Load::Rate { rate, .. } = *l else {
+            panic!()
+        };
         if rate >= 20.0 {
             // TTFT p95 still under 1 s: only the trend reveals the backlog.
             (bench(Some(rate), rate, 0.8), backlog_points(rate))
@@ -224,7 +265,11 @@ fn oversaturated_step_stops_the_escalation() {
     assert!(!r.contains(&40.0) && !r.contains(&80.0), "{r:?}");
     assert!(s.steps[2].oversaturated);
     assert_eq!(s.steps[2].fired, vec!["saturation_trend"]);
-    assert!(s.notes.iter().any(|n| n.contains("2 higher level(s) skipped")));
+    assert!(
+        s.notes
+            .iter()
+            .any(|n| n.contains("2 higher level(s) skipped"))
+    );
     assert_eq!(s.breaking_point.limited_by, Some("saturation_trend"));
     assert!(s.breaking_point.max_sustainable.unwrap() >= 10.0);
 }
@@ -237,11 +282,26 @@ fn misuse_is_an_error_not_a_panic() {
     let mut other = step;
     other.index = 5;
     assert!(p.record(&other, &Benchmark::default(), None, &[]).is_err());
-    p.record(&step, &capacity_server(&step.load), None, &[]).unwrap();
+    p.record(&step, &capacity_server(&step.load), None, &[])
+        .unwrap();
     assert!(p.record(&step, &Benchmark::default(), None, &[]).is_err());
-    assert!(SweepPlanner::new(SweepConfig::new(SweepMode::Rates { rates: vec![], arrival: Arrival::Poisson })).is_err());
-    assert!(SweepPlanner::new(SweepConfig::new(SweepMode::Rates { rates: vec![-1.0], arrival: Arrival::Poisson })).is_err());
-    assert!(SweepPlanner::new(SweepConfig::new(SweepMode::Concurrency { levels: vec![0] })).is_err());
+    assert!(
+        SweepPlanner::new(SweepConfig::new(SweepMode::Rates {
+            rates: vec![],
+            arrival: Arrival::Poisson
+        }))
+        .is_err()
+    );
+    assert!(
+        SweepPlanner::new(SweepConfig::new(SweepMode::Rates {
+            rates: vec![-1.0],
+            arrival: Arrival::Poisson
+        }))
+        .is_err()
+    );
+    assert!(
+        SweepPlanner::new(SweepConfig::new(SweepMode::Concurrency { levels: vec![0] })).is_err()
+    );
 }
 
 #[test]
@@ -250,5 +310,9 @@ fn synchronous_step_without_completions_stops() {
     let step = p.next_step().unwrap();
     p.record(&step, &Benchmark::default(), None, &[]).unwrap();
     assert_eq!(p.next_step(), None);
-    assert!(p.finish().stop_reason.contains("synchronous step completed no request"));
+    assert!(
+        p.finish()
+            .stop_reason
+            .contains("synchronous step completed no request")
+    );
 }

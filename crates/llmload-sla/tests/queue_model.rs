@@ -1,4 +1,5 @@
 //! The whole flow (planner, breaking point, tiers) against a small deterministic simulation of
+#![allow(clippy::unwrap_used)] // test helpers
 //! a server with a known capacity: `C` parallel slots, each request holding a slot for a fixed
 //! `D` seconds (an M/D/C queue under Poisson load), FIFO. Capacity = C / D requests per second.
 //! Each step runs 60 simulated seconds; records go through the real `Aggregator`.
@@ -186,7 +187,10 @@ fn check(with_server: bool) {
             st.fired
         );
     }
-    eprintln!("capacity {cap:.2}, max sustainable {m:.2}, stop: {}", s.stop_reason);
+    eprintln!(
+        "capacity {cap:.2}, max sustainable {m:.2}, stop: {}",
+        s.stop_reason
+    );
     assert!(
         (m - cap).abs() / cap <= 0.10,
         "max sustainable {m:.2} vs capacity {cap:.2}: {s:#?}"
