@@ -2,7 +2,7 @@
 //! measured so far, and finally reports the maximum sustainable load under the SLA.
 //!
 //! The caller's loop:
-//! ```ignore
+//! ```text
 //! let mut p = SweepPlanner::new(cfg)?;
 //! while let Some(step) = p.next_step() {
 //!     let b = run(&step.load).await;                 // one benchmark
