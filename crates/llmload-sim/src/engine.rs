@@ -89,6 +89,9 @@ pub struct StepOutput {
     /// True for the request's first generated token.
     pub first: bool,
     pub finished: Option<Finished>,
+    /// Prompt tokens of the request and how many came from the prefix cache.
+    pub prompt_tokens: u32,
+    pub cached_tokens: u32,
 }
 
 /// Facts about a finished request, for the metrics.
@@ -519,7 +522,7 @@ impl Engine {
             } else {
                 None
             };
-            out.push(StepOutput { id, first, finished });
+            out.push(StepOutput { id, first, finished, prompt_tokens: st.req.prompt_tokens, cached_tokens: st.cached_tokens });
         }
         for id in finished_ids {
             if let Some(st) = self.reqs.remove(&id) {

@@ -1,8 +1,11 @@
 //! `llmload sim`: a simulated vLLM server (see docs/sim.md).
 
 pub mod engine;
+pub mod experiment;
+pub mod metrics;
 pub mod model;
 pub mod profile;
+pub mod sim;
 
 /// Errors of the simulator.
 #[derive(Debug, thiserror::Error)]

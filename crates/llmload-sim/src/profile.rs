@@ -117,6 +117,9 @@ pub struct FrontendCosts {
     pub per_request_ms: f64,
     pub per_input_token_us: f64,
     pub per_output_event_us: f64,
+    /// Cost of a request's first output event (response set-up, detokenizer state).
+    #[serde(default)]
+    pub per_first_output_ms: f64,
     pub per_image_ms: f64,
     pub per_image_pixel_ns: f64,
 }
