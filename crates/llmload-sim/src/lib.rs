@@ -2,10 +2,12 @@
 
 pub mod engine;
 pub mod experiment;
+pub mod image;
 pub mod metrics;
 pub mod model;
 pub mod profile;
 pub mod sim;
+pub mod tokenize;
 
 /// Errors of the simulator.
 #[derive(Debug, thiserror::Error)]
