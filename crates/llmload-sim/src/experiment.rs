@@ -40,6 +40,7 @@ pub fn text_request(id: u64, prompt: u32, output: u32, block: u32) -> SimRequest
         images: 0,
         image_pixels: 0,
         vision_patches: 0,
+        images_cached: 0,
     }
 }
 

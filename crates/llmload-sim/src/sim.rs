@@ -29,6 +29,8 @@ pub struct SimRequest {
     pub images: u32,
     pub image_pixels: u64,
     pub vision_patches: u64,
+    /// Images already seen (multimodal cache hits).
+    pub images_cached: u32,
 }
 
 /// What the client of a request receives.
@@ -245,6 +247,7 @@ impl Sim {
             + self.fe.per_image * r.images as f64
             + self.fe.per_image_pixel * r.image_pixels as f64;
         self.metrics.mm_cache_queries += r.images as u64;
+        self.metrics.mm_cache_hits += r.images_cached as u64;
         self.reqs.insert(
             r.id,
             ReqInfo {
