@@ -153,7 +153,9 @@ impl System {
         let py = snap.series("python_info").next().map(|(k, _)| k.clone());
         let start = snap.sum("process_start_time_seconds");
         System {
-            python_version: py.as_ref().and_then(|k| k.label("version").map(str::to_string)),
+            python_version: py
+                .as_ref()
+                .and_then(|k| k.label("version").map(str::to_string)),
             python_implementation: py
                 .as_ref()
                 .and_then(|k| k.label("implementation").map(str::to_string)),
@@ -200,7 +202,11 @@ impl HttpRow {
                 }
             })
             .collect();
-        rows.sort_by(|a, b| b.requests.total_cmp(&a.requests).then(a.handler.cmp(&b.handler)));
+        rows.sort_by(|a, b| {
+            b.requests
+                .total_cmp(&a.requests)
+                .then(a.handler.cmp(&b.handler))
+        });
         rows
     }
 }
@@ -527,7 +533,8 @@ fn insights(a: &Analysis, windowed: bool) -> Vec<Insight> {
         vec![insight(
             Level::Info,
             "not_vllm",
-            "no vllm:* series: not a vLLM /metrics exposition; only generic sections are shown".into(),
+            "no vllm:* series: not a vLLM /metrics exposition; only generic sections are shown"
+                .into(),
             None,
         )]
     };
@@ -679,7 +686,10 @@ fn figure_rows(f: &Figures, rows: &mut Vec<(String, String)>) {
     if let Some(v) = f.preemptions {
         rows.push(("preemptions".into(), num(v)));
     }
-    for (label, c) in [("prefix cache", &f.prefix_cache), ("multimodal cache", &f.mm_cache)] {
+    for (label, c) in [
+        ("prefix cache", &f.prefix_cache),
+        ("multimodal cache", &f.mm_cache),
+    ] {
         if let Some(c) = c {
             rows.push((
                 format!("{label} hit rate"),
@@ -721,7 +731,10 @@ fn sections(a: &Analysis) -> Vec<Section> {
     if let Some(v) = &s.python_version {
         rows.push((
             "python".into(),
-            format!("{} {v}", s.python_implementation.clone().unwrap_or_default()),
+            format!(
+                "{} {v}",
+                s.python_implementation.clone().unwrap_or_default()
+            ),
         ));
     }
     if let Some(v) = s.resident_memory_bytes {
@@ -776,7 +789,11 @@ fn sections(a: &Analysis) -> Vec<Section> {
         if let Some(v) = c.enable_prefix_caching {
             rows.push(("prefix caching".into(), v.to_string()));
         }
-        for k in ["cache_dtype", "kv_cache_size_tokens", "kv_cache_max_concurrency"] {
+        for k in [
+            "cache_dtype",
+            "kv_cache_size_tokens",
+            "kv_cache_max_concurrency",
+        ] {
             if let Some(v) = c.labels.get(k) {
                 rows.push((k.into(), v.clone()));
             }
@@ -861,7 +878,12 @@ fn render_text(a: &Analysis) -> String {
     let mut out = String::new();
     for s in sections(a) {
         let _ = writeln!(out, "== {} ==", s.title);
-        let w = s.rows.iter().map(|r| r.0.chars().count()).max().unwrap_or(0);
+        let w = s
+            .rows
+            .iter()
+            .map(|r| r.0.chars().count())
+            .max()
+            .unwrap_or(0);
         for (k, v) in &s.rows {
             let _ = writeln!(out, "  {k:<w$}  {v}");
         }

@@ -28,17 +28,21 @@ pub enum QuantileKind {
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct Quantile {
     pub q: f64,
+    /// What Prometheus' `histogram_quantile` returns.
     pub value: f64,
     pub kind: QuantileKind,
+    /// The bound the truth is known to respect: the first bucket's upper bound (`at_most`),
+    /// the last finite bound (`at_least`), or `value` itself (`estimate`).
+    pub bound: f64,
 }
 
 impl Quantile {
-    /// `0.041`, `<= 0.001`, `>= 80` style rendering with the given formatter for the number.
+    /// `0.041`, `<= 0.3` (first bucket: its bound), `>= 80` (+Inf bucket) style rendering with the given formatter for the number.
     pub fn display_with(&self, f: impl Fn(f64) -> String) -> String {
         match self.kind {
             QuantileKind::Estimate => f(self.value),
-            QuantileKind::AtMost => format!("<= {}", f(self.value)),
-            QuantileKind::AtLeast => format!(">= {}", f(self.value)),
+            QuantileKind::AtMost => format!("<= {}", f(self.bound)),
+            QuantileKind::AtLeast => format!(">= {}", f(self.bound)),
         }
     }
 }
@@ -121,6 +125,7 @@ impl Histogram {
                 q,
                 value: b[b.len() - 2].0,
                 kind: QuantileKind::AtLeast,
+                bound: b[b.len() - 2].0,
             });
         }
         if idx == 0 && b[0].0 <= 0.0 {
@@ -128,6 +133,7 @@ impl Histogram {
                 q,
                 value: b[0].0,
                 kind: QuantileKind::AtMost,
+                bound: b[0].0,
             });
         }
         let mut start = 0.0;
@@ -151,6 +157,7 @@ impl Histogram {
             } else {
                 QuantileKind::Estimate
             },
+            bound: if idx == 0 { b[0].0 } else { value },
         })
     }
 
@@ -192,7 +199,11 @@ impl Histogram {
 /// Counter delta with resets handled: a counter that went down restarted, so its new value is
 /// the increase.
 pub fn counter_delta(before: f64, after: f64) -> f64 {
-    if after < before { after } else { after - before }
+    if after < before {
+        after
+    } else {
+        after - before
+    }
 }
 
 #[cfg(test)]
@@ -216,6 +227,8 @@ mod tests {
         let q = hist.quantile(0.1).expect("defined");
         assert_eq!(q.value, 0.5);
         assert_eq!(q.kind, QuantileKind::AtMost);
+        assert_eq!(q.bound, 1.0);
+        assert_eq!(q.display_with(|v| format!("{v}")), "<= 1");
         // rank 9.5 -> +Inf bucket: last finite bound
         let q = hist.quantile(0.95).expect("defined");
         assert_eq!(q.value, 2.0);
@@ -227,8 +240,15 @@ mod tests {
 
     #[test]
     fn quantile_edge_cases() {
-        assert!(h(&[(1.0, 0.0), (f64::INFINITY, 0.0)]).quantile(0.5).is_none());
-        assert!(h(&[(1.0, 3.0), (2.0, 3.0)]).quantile(0.5).is_none(), "no +Inf");
+        assert!(
+            h(&[(1.0, 0.0), (f64::INFINITY, 0.0)])
+                .quantile(0.5)
+                .is_none()
+        );
+        assert!(
+            h(&[(1.0, 3.0), (2.0, 3.0)]).quantile(0.5).is_none(),
+            "no +Inf"
+        );
         assert!(h(&[(f64::INFINITY, 3.0)]).quantile(0.5).is_none());
         let hist = h(&[(1.0, 2.0), (f64::INFINITY, 2.0)]);
         assert!(hist.quantile(1.5).is_none());

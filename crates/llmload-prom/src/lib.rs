@@ -16,3 +16,33 @@ pub use parse::{
 };
 pub use snapshot::{Interner, KeepFilter, SeriesKey, Snapshot};
 pub use vllm::{Figures, HistStats, VllmFigures};
+
+pub mod cli;
+pub mod scrape;
+pub mod window;
+
+pub use scrape::{
+    ScrapeConfig, ScrapeError, ScrapeHandle, ScrapeSeries, Scraper, default_metrics_url,
+};
+pub use window::{ClientFigures, Correlation, ServerWindow};
+
+/// Errors of the `metrics` verbs.
+#[derive(Debug, thiserror::Error)]
+pub enum PromError {
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{source_name}: {error}")]
+    Parse {
+        source_name: String,
+        #[source]
+        error: ParseError,
+    },
+    #[error(transparent)]
+    Scrape(#[from] ScrapeError),
+    #[error("{0}")]
+    Usage(String),
+}

@@ -113,12 +113,7 @@ impl MetricType {
     fn suffixes(self) -> &'static [Suffix] {
         match self {
             MetricType::Counter => &[Suffix::Total, Suffix::Created],
-            MetricType::Histogram => &[
-                Suffix::Bucket,
-                Suffix::Count,
-                Suffix::Sum,
-                Suffix::Created,
-            ],
+            MetricType::Histogram => &[Suffix::Bucket, Suffix::Count, Suffix::Sum, Suffix::Created],
             MetricType::GaugeHistogram => &[Suffix::Bucket, Suffix::Gcount, Suffix::Gsum],
             MetricType::Summary => &[Suffix::Count, Suffix::Sum, Suffix::Created],
             MetricType::Info => &[Suffix::Info],
@@ -230,8 +225,7 @@ impl<'a> Exposition<'a> {
     /// `sample.name` except for encoders that write `:` in metadata and `_` in samples.
     pub fn canonical_name(&self, s: &Sample<'a>) -> Cow<'a, str> {
         let fam = &self.families[s.family as usize];
-        if s.name.len() == fam.name.len() + s.suffix.as_str().len()
-            && s.name.starts_with(fam.name)
+        if s.name.len() == fam.name.len() + s.suffix.as_str().len() && s.name.starts_with(fam.name)
         {
             Cow::Borrowed(s.name)
         } else {
@@ -380,9 +374,9 @@ fn parse_value(s: &str) -> PResult<f64> {
 /// `a` equals `b` when `:` and `_` are taken as the same character.
 fn eq_colon_underscore(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len()
-        && a.iter().zip(b).all(|(&x, &y)| {
-            x == y || ((x == b':' || x == b'_') && (y == b':' || y == b'_'))
-        })
+        && a.iter()
+            .zip(b)
+            .all(|(&x, &y)| x == y || ((x == b':' || x == b'_') && (y == b':' || y == b'_')))
 }
 
 impl<'a> Parser<'a> {
@@ -433,9 +427,7 @@ impl<'a> Parser<'a> {
                 if line.trim().is_empty() && pos >= bytes.len() {
                     continue;
                 }
-                return Err(ParseError::AfterEof {
-                    line: self.line_no,
-                });
+                return Err(ParseError::AfterEof { line: self.line_no });
             }
             let lb = line.as_bytes();
             let first = skip_blank(lb, 0);
@@ -456,9 +448,7 @@ impl<'a> Parser<'a> {
             self.sample(line, first)?;
         }
         if self.format == Format::OpenMetrics && !seen_eof {
-            return Err(ParseError::MissingEof {
-                line: self.line_no,
-            });
+            return Err(ParseError::MissingEof { line: self.line_no });
         }
         let n = self.out.samples.len();
         if let Some(last) = self.out.families.last_mut() {
@@ -554,12 +544,7 @@ impl<'a> Parser<'a> {
         }
         if which == 1 {
             // A TYPE for a name already typed earlier in the exposition.
-            if self
-                .out
-                .families
-                .iter()
-                .any(|f| f.typed && f.name == name)
-            {
+            if self.out.families.iter().any(|f| f.typed && f.name == name) {
                 return Err(self.err(format!(
                     "second `# TYPE` line for {name}: a family must not appear twice"
                 )));
@@ -590,9 +575,8 @@ impl<'a> Parser<'a> {
             let fname = last.name.as_bytes();
             let nb = name.as_bytes();
             let exact = nb.len() >= fname.len() && &nb[..fname.len()] == fname;
-            let loose = !exact
-                && nb.len() >= fname.len()
-                && eq_colon_underscore(&nb[..fname.len()], fname);
+            let loose =
+                !exact && nb.len() >= fname.len() && eq_colon_underscore(&nb[..fname.len()], fname);
             if exact || loose {
                 let rest = &name[fname.len()..];
                 let idx = (self.out.families.len() - 1) as u32;
@@ -689,12 +673,9 @@ impl<'a> Parser<'a> {
 
     fn timestamp(&self, s: &str) -> PResult<f64> {
         match self.format {
-            Format::Prometheus => s
-                .parse::<i64>()
-                .map(|ms| ms as f64 / 1000.0)
-                .map_err(|_| {
-                    format!("invalid timestamp {s:?}: expected integer milliseconds since the epoch")
-                }),
+            Format::Prometheus => s.parse::<i64>().map(|ms| ms as f64 / 1000.0).map_err(|_| {
+                format!("invalid timestamp {s:?}: expected integer milliseconds since the epoch")
+            }),
             Format::OpenMetrics => match s.parse::<f64>() {
                 Ok(v) if v.is_finite() => Ok(v),
                 _ => Err(format!(

@@ -33,10 +33,9 @@ impl SeriesKey {
     pub fn is_cumulative(&self) -> bool {
         match self.kind {
             MetricType::Counter => self.suffix != Suffix::Created,
-            MetricType::Histogram | MetricType::Summary => matches!(
-                self.suffix,
-                Suffix::Bucket | Suffix::Count | Suffix::Sum
-            ),
+            MetricType::Histogram | MetricType::Summary => {
+                matches!(self.suffix, Suffix::Bucket | Suffix::Count | Suffix::Sum)
+            }
             MetricType::Untyped => self.name.ends_with("_total"),
             _ => false,
         }
@@ -368,8 +367,7 @@ impl Snapshot {
         // Groups (histograms, summaries) in which some cumulative series went down: reset.
         let mut reset_groups: HashMap<String, bool> = HashMap::new();
         for (i, k) in keys.iter().enumerate() {
-            if matches!(k.kind, MetricType::Histogram | MetricType::Summary) && k.is_cumulative()
-            {
+            if matches!(k.kind, MetricType::Histogram | MetricType::Summary) && k.is_cumulative() {
                 let a = self.values[i];
                 let b = prev[i];
                 let went_down = !a.is_nan() && !b.is_nan() && a < b && k.suffix != Suffix::Sum;
@@ -465,11 +463,17 @@ mod tests {
         let d = b.delta_since(&a);
         // e=0 went from 10 to 4: reset, increase is 4; e=1: 7 - 5.
         assert_eq!(d.sum_by("c_total", "e", |_| true).get("0"), Some(&4.0));
-        assert_eq!(d.sum_by("c_total", "e", |_| true).get("1"), Some(&(7.0 - 5.0)));
+        assert_eq!(
+            d.sum_by("c_total", "e", |_| true).get("1"),
+            Some(&(7.0 - 5.0))
+        );
         assert_eq!(d.sum("g"), Some(9.0));
         assert_eq!(d.sum("n_total"), Some(3.0));
         let h = d.histogram("h").expect("present");
-        assert_eq!(h.buckets, vec![(1.0, 5.0 - 2.0), (f64::INFINITY, 9.0 - 4.0)]);
+        assert_eq!(
+            h.buckets,
+            vec![(1.0, 5.0 - 2.0), (f64::INFINITY, 9.0 - 4.0)]
+        );
         assert_eq!((h.sum, h.count), (12.0 - 5.0, 9.0 - 4.0));
     }
 

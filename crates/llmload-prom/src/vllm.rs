@@ -279,13 +279,11 @@ impl Figures {
     pub fn read(snap: &Snapshot, sel: &Selector) -> Figures {
         let mut f = Figures::default();
         if let Some(n) = resolve(snap, REQUEST_SUCCESS) {
-            f.requests_by_finished_reason =
-                snap.sum_by(n, "finished_reason", |k| sel.matches(k));
+            f.requests_by_finished_reason = snap.sum_by(n, "finished_reason", |k| sel.matches(k));
             f.requests_finished = Some(f.requests_by_finished_reason.values().sum());
         }
         f.prompt_tokens = resolve(snap, PROMPT_TOKENS).and_then(|n| sum_sel(snap, n, sel));
-        f.generation_tokens =
-            resolve(snap, GENERATION_TOKENS).and_then(|n| sum_sel(snap, n, sel));
+        f.generation_tokens = resolve(snap, GENERATION_TOKENS).and_then(|n| sum_sel(snap, n, sel));
         f.preemptions = resolve(snap, PREEMPTIONS).and_then(|n| sum_sel(snap, n, sel));
         f.prefix_cache = cache(snap, PREFIX_QUERIES, PREFIX_HITS, sel, |n| {
             if n.contains("gpu_prefix") {
@@ -311,7 +309,8 @@ impl Figures {
             if let Some(n) = resolve_histogram(snap, e.names)
                 && let Some(h) = snap.histogram_where(n, |k| sel.matches(k))
             {
-                f.sizes.insert(e.key.to_string(), HistStats::from_histogram(n, &h));
+                f.sizes
+                    .insert(e.key.to_string(), HistStats::from_histogram(n, &h));
             }
         }
         let finished = f.requests_finished;
