@@ -353,9 +353,10 @@ pub fn rules(inp: &RuleInput<'_>) -> Vec<Insight> {
     let mut out = Vec::new();
     let waiting = inp.waiting;
     let running = inp.running;
-    if let Some(w) = waiting {
-        if w > 0.0 {
-            out.push(insight(
+    if let Some(w) = waiting
+        && w > 0.0
+    {
+        out.push(insight(
                 Level::from_tier(Tier::queue(w)).max(Level::Warning),
                 "saturation",
                 format!(
@@ -366,7 +367,6 @@ pub fn rules(inp: &RuleInput<'_>) -> Vec<Insight> {
                     "lower the offered load or add replicas; if KV usage is low, raise --max-num-seqs / --max-num-batched-tokens",
                 ),
             ));
-        }
     }
     if let Some(kv) = inp.kv_usage {
         let t = Tier::kv_usage(kv);
@@ -580,7 +580,7 @@ fn insights(a: &Analysis, windowed: bool) -> Vec<Insight> {
             None,
         ));
     }
-    out.sort_by(|a, b| b.level.cmp(&a.level));
+    out.sort_by_key(|i| std::cmp::Reverse(i.level));
     out
 }
 

@@ -389,17 +389,34 @@ impl ScrapeHandle {
         .await;
     }
 
-    /// The server-side figures of the window `[start_s, end_s]` of the run clock. Scrapes at
-    /// once when no scrape has been sent since `end_s`, so that the window has a closing point.
+    /// The server-side figures of the window `[start_s, end_s]` of the run clock. When no
+    /// scrape has been sent since `end_s` (and `end_s` is past), scrapes at once and waits for
+    /// it (at most the scrape timeout plus one second), so that the window has a closing point.
     pub async fn window(&self, start_s: f64, end_s: f64) -> crate::window::ServerWindow {
-        let needs_closing = {
-            let s = self.shared.series.lock();
-            s.targets
-                .iter()
-                .any(|t| !t.scrapes.iter().any(|r| r.t_sent >= end_s))
-        };
-        if needs_closing && self.now_s() >= end_s {
-            self.scrape_now().await;
+        if self.now_s() >= end_s {
+            let deadline =
+                tokio::time::Instant::now() + self.shared.config.timeout + Duration::from_secs(1);
+            let mut rx = self.count_rx.clone();
+            loop {
+                rx.borrow_and_update();
+                let closed = {
+                    let s = self.shared.series.lock();
+                    s.targets.iter().all(|t| {
+                        // A scrape sent after the end (or a failed attempt: then the
+                        // window falls back to the last good scrape and says so).
+                        t.scrapes.iter().any(|r| r.t_sent >= end_s)
+                            || t.failures.iter().any(|f| f.t >= end_s)
+                    })
+                };
+                if closed {
+                    break;
+                }
+                self.shared.kick.notify_one();
+                match tokio::time::timeout_at(deadline, rx.changed()).await {
+                    Ok(Ok(())) => {}
+                    _ => break,
+                }
+            }
         }
         let s = self.shared.series.lock();
         crate::window::ServerWindow::compute(&s, start_s, end_s)

@@ -96,19 +96,10 @@ fn key_text(name: &str, labels: &mut [(&str, &str)], buf: &mut String) {
 
 /// Which samples a scraper keeps. `_created` timestamps and Python GC internals are dropped by
 /// the default filter; everything else is kept.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 pub struct KeepFilter {
     pub keep_created: bool,
     pub keep_python_gc: bool,
-}
-
-impl Default for KeepFilter {
-    fn default() -> Self {
-        KeepFilter {
-            keep_created: false,
-            keep_python_gc: false,
-        }
-    }
 }
 
 impl KeepFilter {

@@ -121,7 +121,10 @@ fn two_engines_summed_and_apart() {
     // Merged TTFT buckets: le=0.1 -> 4 + 1 = 5, le=0.25 -> 8 + 5 = 13, +Inf -> 20.
     // p50: rank 10 lies in (0.1, 0.25]: 0.1 + 0.15 * (10 - 5) / (13 - 5)
     let p50 = t.latency["ttft_s"].p50.expect("p50");
-    close(p50.value, 0.1 + (0.25 - 0.1) * ((10.0 - 5.0) / (13.0 - 5.0)));
+    close(
+        p50.value,
+        0.1 + (0.25 - 0.1) * ((10.0 - 5.0) / (13.0 - 5.0)),
+    );
     assert_eq!(p50.kind, QuantileKind::Estimate);
     // Engine 1 alone: le=0.1 -> 1, le=0.25 -> 5, le=0.5 -> 10; p50 rank 5 -> 0.25 exactly.
     let e1 = a.vllm.per_engine["1"].latency["ttft_s"].p50.expect("p50");
@@ -161,7 +164,10 @@ fn real_h100_diff_of_the_c8_run() {
     // generation_tokens_total 5268.0 -> 10388.0 (40 x 128)
     assert_eq!(t.generation_tokens, Some(10388.0 - 5268.0));
     let rates = a.rates.as_ref().expect("rates");
-    close(rates.generation_tokens_per_s.expect("rate"), (10388.0 - 5268.0) / 10.0);
+    close(
+        rates.generation_tokens_per_s.expect("rate"),
+        (10388.0 - 5268.0) / 10.0,
+    );
     // TTFT: sum 65.07362532615662 -> 67.87198901176453, count 51 -> 91
     let ttft = &t.latency["ttft_s"];
     assert_eq!(ttft.count, 91.0 - 51.0);
@@ -192,8 +198,14 @@ fn real_fp8_overload_flags_the_front_end() {
     assert_eq!(t.waiting, Some(0.0));
     // TTFT 3765.6433839797974 / 4264; queue 6.622043158998963 / 3858; prefill 317.9618584780027 / 3858
     close(t.mean("ttft_s").expect("ttft"), 3765.6433839797974 / 4264.0);
-    close(t.mean("queue_s").expect("queue"), 6.622043158998963 / 3858.0);
-    close(t.mean("prefill_s").expect("prefill"), 317.9618584780027 / 3858.0);
+    close(
+        t.mean("queue_s").expect("queue"),
+        6.622043158998963 / 3858.0,
+    );
+    close(
+        t.mean("prefill_s").expect("prefill"),
+        317.9618584780027 / 3858.0,
+    );
     let fe = a
         .insights
         .iter()
@@ -229,7 +241,10 @@ fn real_h100_cache_config_capacity() {
     // block_size="16", num_gpu_blocks="26658", kv_cache_size_tokens="426528"
     let c = &a.cache_config[0];
     assert_eq!(c.token_capacity, Some(16 * 26658));
-    assert_eq!(c.labels.get("kv_cache_size_tokens").map(String::as_str), Some("426528"));
+    assert_eq!(
+        c.labels.get("kv_cache_size_tokens").map(String::as_str),
+        Some("426528")
+    );
     assert_eq!(c.token_capacity, Some(426528));
     // num_requests_running 128.0
     assert_eq!(a.vllm.total.running, Some(128.0));
@@ -270,7 +285,10 @@ fn old_vllm_names_are_read() {
         a.vllm.names_used.get("kv_cache_usage").map(String::as_str),
         Some("vllm:gpu_cache_usage_perc")
     );
-    close(t.prefix_cache.as_ref().expect("pc").hit_rate.expect("r"), 100.0 / 400.0);
+    close(
+        t.prefix_cache.as_ref().expect("pc").hit_rate.expect("r"),
+        100.0 / 400.0,
+    );
     close(t.mean("itl_s").expect("itl"), 0.8 / 40.0);
     // p50: rank 20 in (0.01, 0.025]: 0.01 + 0.015 * (20 - 10) / (30 - 10)
     close(

@@ -58,8 +58,15 @@ neg -Inf
     );
     let ms = &e.samples[2];
     assert_eq!(e.label(ms, "path"), Some(r"C:\DIR\FILE.TXT"));
-    assert_eq!(e.label(ms, "error"), Some("Cannot find file:\n\"FILE.TXT\""));
-    let weird = e.samples.iter().find(|s| s.name == "something_weird").expect("present");
+    assert_eq!(
+        e.label(ms, "error"),
+        Some("Cannot find file:\n\"FILE.TXT\"")
+    );
+    let weird = e
+        .samples
+        .iter()
+        .find(|s| s.name == "something_weird")
+        .expect("present");
     assert_eq!(weird.value, f64::INFINITY);
     assert_eq!(weird.timestamp, Some(-3982045.0 / 1000.0));
     let b = e
@@ -76,9 +83,20 @@ neg -Inf
         .expect("summary quantile");
     assert_eq!(e.family_of(q).kind, MetricType::Summary);
     assert_eq!(e.label(q, "quantile"), Some("0.01"));
-    assert!(e.samples.iter().find(|s| s.name == "nan_gauge").expect("nan").value.is_nan());
+    assert!(
+        e.samples
+            .iter()
+            .find(|s| s.name == "nan_gauge")
+            .expect("nan")
+            .value
+            .is_nan()
+    );
     assert_eq!(
-        e.samples.iter().find(|s| s.name == "neg").expect("neg").value,
+        e.samples
+            .iter()
+            .find(|s| s.name == "neg")
+            .expect("neg")
+            .value,
         f64::NEG_INFINITY
     );
     let untyped = e
@@ -109,16 +127,37 @@ foo_created{a=\"1\"} 1520430000.123\n\
     assert_eq!(ex.timestamp, Some(1520879602.1));
     assert_eq!(e.exemplar_labels(ex)[0].name, "trace_id");
     let fam = e.family_of(foo);
-    assert_eq!((fam.kind, fam.unit, fam.samples.len()), (MetricType::Counter, Some("seconds"), 2));
+    assert_eq!(
+        (fam.kind, fam.unit, fam.samples.len()),
+        (MetricType::Counter, Some("seconds"), 2)
+    );
     assert_eq!(e.samples[1].suffix, Suffix::Created);
-    let info = e.samples.iter().find(|s| s.name == "build_info").expect("info");
-    assert_eq!((e.family_of(info).kind, info.suffix), (MetricType::Info, Suffix::Info));
+    let info = e
+        .samples
+        .iter()
+        .find(|s| s.name == "build_info")
+        .expect("info");
+    assert_eq!(
+        (e.family_of(info).kind, info.suffix),
+        (MetricType::Info, Suffix::Info)
+    );
     let door: Vec<_> = e.samples.iter().filter(|s| s.name == "door").collect();
     assert_eq!(door.len(), 2);
     assert_eq!(e.family_of(door[0]).kind, MetricType::StateSet);
-    let gc = e.samples.iter().find(|s| s.name == "q_gcount").expect("gcount");
-    assert_eq!((e.family_of(gc).kind, gc.suffix), (MetricType::GaugeHistogram, Suffix::Gcount));
-    let c = e.samples.iter().find(|s| s.name == "colon:name:x").expect("colon");
+    let gc = e
+        .samples
+        .iter()
+        .find(|s| s.name == "q_gcount")
+        .expect("gcount");
+    assert_eq!(
+        (e.family_of(gc).kind, gc.suffix),
+        (MetricType::GaugeHistogram, Suffix::Gcount)
+    );
+    let c = e
+        .samples
+        .iter()
+        .find(|s| s.name == "colon:name:x")
+        .expect("colon");
     assert_eq!(e.family_of(c).kind, MetricType::Gauge);
     let u = e.samples.iter().find(|s| s.name == "u").expect("u");
     assert_eq!(e.family_of(u).kind, MetricType::Untyped);
@@ -183,7 +222,8 @@ fn vllm_docs_excerpts_with_elisions_are_rejected_with_the_line() {
 #[test]
 fn accepts_the_lenient_spellings() {
     // Trailing comma, blanks around tokens, CRLF, comments, empty label set, Inf spellings.
-    let text = "# a free comment\r\nx{a=\"1\",} 1\r\ny { a = \"2\" , b=\"3\" } 2\r\nz{} Inf\r\nw -inf\r\n";
+    let text =
+        "# a free comment\r\nx{a=\"1\",} 1\r\ny { a = \"2\" , b=\"3\" } 2\r\nz{} Inf\r\nw -inf\r\n";
     let e = parse(text).expect("valid");
     assert_eq!(e.samples.len(), 4);
     assert_eq!(e.labels_of(&e.samples[1]).len(), 2);
@@ -203,8 +243,14 @@ fn gzip_bodies_are_detected_by_magic_bytes() {
     let plain = decode_body(text.as_bytes()).expect("plain");
     assert!(matches!(plain, std::borrow::Cow::Borrowed(_)));
     // Truncated gzip and non-UTF-8 bodies are errors, not panics.
-    assert!(matches!(decode_body(&gz[..gz.len() / 2]), Err(ParseError::Gzip(_))));
-    assert!(matches!(decode_body(&[0xff, 0xfe, 0x00]), Err(ParseError::NotUtf8 { .. })));
+    assert!(matches!(
+        decode_body(&gz[..gz.len() / 2]),
+        Err(ParseError::Gzip(_))
+    ));
+    assert!(matches!(
+        decode_body(&[0xff, 0xfe, 0x00]),
+        Err(ParseError::NotUtf8 { .. })
+    ));
 }
 
 #[test]

@@ -74,7 +74,9 @@ vllm:time_to_first_token_seconds_sum{{{m}}} {}\n",
 
 /// Serves the state's exposition to every request on 127.0.0.1 (ephemeral port).
 async fn serve(state: Arc<Mutex<State>>) -> Url {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind loopback");
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(async move {
         loop {
@@ -96,10 +98,8 @@ async fn serve(state: Arc<Mutex<State>>) -> Url {
                     s.served += 1;
                     let text = exposition(&s);
                     let body = if s.gzip {
-                        let mut enc = flate2::write::GzEncoder::new(
-                            Vec::new(),
-                            flate2::Compression::fast(),
-                        );
+                        let mut enc =
+                            flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
                         enc.write_all(text.as_bytes()).expect("in memory");
                         enc.finish().expect("in memory")
                     } else {
@@ -115,7 +115,11 @@ async fn serve(state: Arc<Mutex<State>>) -> Url {
                 let head = format!(
                     "HTTP/1.1 {status} X\r\nContent-Type: {ct}\r\nContent-Length: {}\r\n{}Connection: close\r\n\r\n",
                     body.len(),
-                    if state.lock().gzip { "Content-Encoding: gzip\r\n" } else { "" }
+                    if state.lock().gzip {
+                        "Content-Encoding: gzip\r\n"
+                    } else {
+                        ""
+                    }
                 );
                 let _ = sock.write_all(head.as_bytes()).await;
                 let _ = sock.write_all(&body).await;
@@ -275,10 +279,26 @@ async fn failing_scrapes_are_recorded_and_never_fatal() {
     wait_scrapes(&state, 2).await;
     let w = handle.window(0.0, handle.now_s()).await;
     assert!(!w.scrape_errors.is_empty());
-    assert!(w.scrape_errors.iter().any(|e| e.error.contains("HTTP 500")), "{:?}", w.scrape_errors);
-    assert!(w.scrape_errors.iter().any(|e| e.error.contains("connect")), "{:?}", w.scrape_errors);
-    assert!(w.scrape_errors.iter().any(|e| e.error.contains("only http://")));
-    assert!(w.warnings.iter().any(|m| m.contains("no successful scrape")));
+    assert!(
+        w.scrape_errors.iter().any(|e| e.error.contains("HTTP 500")),
+        "{:?}",
+        w.scrape_errors
+    );
+    assert!(
+        w.scrape_errors.iter().any(|e| e.error.contains("connect")),
+        "{:?}",
+        w.scrape_errors
+    );
+    assert!(
+        w.scrape_errors
+            .iter()
+            .any(|e| e.error.contains("only http://"))
+    );
+    assert!(
+        w.warnings
+            .iter()
+            .any(|m| m.contains("no successful scrape"))
+    );
     let series = handle.stop().await;
     assert!(series.targets[1].scrapes.len() >= 2);
     assert!(series.targets[0].scrapes.is_empty());
