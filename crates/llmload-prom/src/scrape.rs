@@ -144,13 +144,12 @@ async fn fetch_inner(url: &Url) -> Result<Fetched, ScrapeError> {
     result
 }
 
-/// Fetches and parses one exposition into a snapshot with `interner`.
-pub async fn fetch_snapshot(
+/// Decodes and parses a fetched body into a snapshot with `interner`.
+pub fn snapshot_of(
     url: &Url,
-    timeout: Duration,
+    fetched: &Fetched,
     interner: &mut Interner,
 ) -> Result<(Snapshot, usize), ScrapeError> {
-    let fetched = fetch(url, timeout).await?;
     let perr = |e: crate::parse::ParseError| ScrapeError::Parse {
         url: url.to_string(),
         error: e.to_string(),
@@ -159,6 +158,37 @@ pub async fn fetch_snapshot(
     let format = fetched.format(&text);
     let expo = parse_as(&text, format).map_err(perr)?;
     Ok((interner.ingest(&expo), text.len()))
+}
+
+/// Fetches one exposition, then decodes and parses it on the blocking pool (off the async
+/// workers that dispatch requests). Returns the interner with the result.
+async fn fetch_snapshot(
+    url: &Url,
+    timeout: Duration,
+    mut interner: Interner,
+) -> (Interner, Result<(Snapshot, usize), ScrapeError>) {
+    let fetched = match fetch(url, timeout).await {
+        Ok(f) => f,
+        Err(e) => return (interner, Err(e)),
+    };
+    let u = url.clone();
+    let joined = tokio::task::spawn_blocking(move || {
+        let r = snapshot_of(&u, &fetched, &mut interner);
+        (interner, r)
+    })
+    .await;
+    match joined {
+        Ok(x) => x,
+        // The blocking task panicked or was cancelled (runtime shutting down): the interner
+        // is lost with it; start a fresh one.
+        Err(e) => (
+            Interner::default(),
+            Err(ScrapeError::Parse {
+                url: url.to_string(),
+                error: format!("parser task failed: {e}"),
+            }),
+        ),
+    }
 }
 
 /// One successful scrape.
@@ -297,9 +327,10 @@ async fn scrape_once(
     let futs = urls
         .iter()
         .zip(interners.iter_mut())
-        .map(|(u, it)| async move {
+        .map(|(u, slot)| async move {
             let t_sent = epoch.elapsed().as_secs_f64();
-            let r = fetch_snapshot(u, timeout, it).await;
+            let (it, r) = fetch_snapshot(u, timeout, std::mem::take(slot)).await;
+            *slot = it;
             let t_recv = epoch.elapsed().as_secs_f64();
             (t_sent, t_recv, r)
         });
