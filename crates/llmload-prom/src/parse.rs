@@ -335,21 +335,53 @@ struct Parser<'a> {
 
 type PResult<T> = Result<T, String>;
 
+const C_NAME_START: u8 = 1;
+const C_NAME: u8 = 2;
+const C_LABEL_START: u8 = 4;
+const C_LABEL: u8 = 8;
+
+/// Character classes of every byte (one table lookup per byte in the hot loops).
+static CLASS: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        let alpha = b.is_ascii_alphabetic();
+        let digit = b.is_ascii_digit();
+        let mut c = 0;
+        if alpha || b == b'_' || b == b':' {
+            c |= C_NAME_START;
+        }
+        if alpha || digit || b == b'_' || b == b':' {
+            c |= C_NAME;
+        }
+        if alpha || b == b'_' {
+            c |= C_LABEL_START;
+        }
+        if alpha || digit || b == b'_' {
+            c |= C_LABEL;
+        }
+        t[i] = c;
+        i += 1;
+    }
+    t
+};
+
 #[inline]
 fn is_name_start(b: u8) -> bool {
-    b.is_ascii_alphabetic() || b == b'_' || b == b':'
+    CLASS[b as usize] & C_NAME_START != 0
 }
 #[inline]
 fn is_name_char(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b == b'_' || b == b':'
+    CLASS[b as usize] & C_NAME != 0
 }
 #[inline]
 fn is_label_start(b: u8) -> bool {
-    b.is_ascii_alphabetic() || b == b'_'
+    CLASS[b as usize] & C_LABEL_START != 0
 }
 #[inline]
 fn is_label_char(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b == b'_'
+    CLASS[b as usize] & C_LABEL != 0
 }
 #[inline]
 fn skip_blank(b: &[u8], mut i: usize) -> usize {
@@ -359,8 +391,54 @@ fn skip_blank(b: &[u8], mut i: usize) -> usize {
     i
 }
 
+/// Exact powers of ten up to 1e22 (all representable in an f64).
+const POW10: [f64; 23] = [
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16,
+    1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
+];
+
+/// Fast path for plain decimals (`123`, `-4.25`, `0.0`) with at most 15 significant digits:
+/// the mantissa and the power of ten are exact in an f64, so one division is correctly
+/// rounded (Clinger's fast path) and the result equals `str::parse`'s.
+#[inline]
+fn parse_simple_decimal(s: &[u8]) -> Option<f64> {
+    let (neg, digits) = match s.first()? {
+        b'-' => (true, &s[1..]),
+        b'+' => (false, &s[1..]),
+        _ => (false, s),
+    };
+    if digits.is_empty() || digits.len() > 16 {
+        return None;
+    }
+    let mut mantissa: u64 = 0;
+    let mut frac = 0usize;
+    let mut seen_dot = false;
+    let mut n_digits = 0usize;
+    for &b in digits {
+        match b {
+            b'0'..=b'9' => {
+                mantissa = mantissa * 10 + u64::from(b - b'0');
+                n_digits += 1;
+                if seen_dot {
+                    frac += 1;
+                }
+            }
+            b'.' if !seen_dot => seen_dot = true,
+            _ => return None,
+        }
+    }
+    if n_digits == 0 || n_digits > 15 {
+        return None;
+    }
+    let v = mantissa as f64 / POW10[frac];
+    Some(if neg { -v } else { v })
+}
+
 /// Parses a sample value: a decimal float or NaN / ±Inf in their usual spellings.
 fn parse_value(s: &str) -> PResult<f64> {
+    if let Some(v) = parse_simple_decimal(s.as_bytes()) {
+        return Ok(v);
+    }
     match s {
         "+Inf" | "Inf" => return Ok(f64::INFINITY),
         "-Inf" => return Ok(f64::NEG_INFINITY),
@@ -957,5 +1035,59 @@ fn write_label_pairs(labels: &[Label<'_>], out: &mut String) {
         out.push_str("=\"");
         escape_label_value(&l.value, out);
         out.push('"');
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn simple_decimal_fast_path_equals_std() {
+        for s in [
+            "0",
+            "0.0",
+            "1.0",
+            "-4.25",
+            "+7",
+            "123456789012345",
+            "0.000000000000001",
+            "9133.0",
+            "0.5409",
+            "0.07997899238473949",
+            "1.",
+            ".5",
+            "1e3",
+            "-0.0",
+            "",
+            "-",
+            ".",
+            "1.2.3",
+            "12345678901234567",
+        ] {
+            let fast = parse_simple_decimal(s.as_bytes());
+            let std = s.parse::<f64>().ok();
+            if let Some(f) = fast {
+                let expected = std.expect("std parses what the fast path parses");
+                assert_eq!(f.to_bits(), expected.to_bits(), "{s}");
+            }
+        }
+        assert!(parse_simple_decimal(b"0.07997899238473949").is_none());
+        assert!(parse_simple_decimal(b"1e3").is_none());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn fast_path_is_bit_exact(m in 0u64..1_000_000_000_000_000, frac in 0usize..16, neg: bool) {
+            let digits = m.to_string();
+            let s = if frac > 0 && frac < digits.len() {
+                format!("{}{}.{}", if neg { "-" } else { "" }, &digits[..digits.len() - frac], &digits[digits.len() - frac..])
+            } else {
+                format!("{}{}", if neg { "-" } else { "" }, digits)
+            };
+            let std = s.parse::<f64>().expect("valid decimal");
+            let fast = parse_simple_decimal(s.as_bytes()).expect("fast path applies");
+            proptest::prop_assert_eq!(fast.to_bits(), std.to_bits(), "{}", s);
+        }
     }
 }
