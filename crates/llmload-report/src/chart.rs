@@ -368,7 +368,10 @@ mod tests {
         let svg = c.render();
         assert!(svg.contains(r#"class="series""#));
         let d = svg
-            .split(r#"d=""#)
+            .split(r#"class="series""#)
+            .nth(1)
+            .unwrap()
+            .split(r#" d=""#)
             .nth(1)
             .unwrap()
             .split('"')

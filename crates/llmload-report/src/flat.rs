@@ -149,12 +149,16 @@ pub fn canonical_key(user: &str) -> Result<String, String> {
     if STEP_KEYS.contains(&k) {
         return Ok(k.to_string());
     }
-    if let Some(rest) = k.strip_prefix("throughput.") {
-        if STEP_KEYS.contains(&rest) {
-            return Ok(rest.to_string());
-        }
+    if let Some(rest) = k.strip_prefix("throughput.")
+        && STEP_KEYS.contains(&rest)
+    {
+        return Ok(rest.to_string());
     }
-    let Some((m, s)) = k.rsplit_once('.') else {
+    let split = match k.strip_suffix(".p99.9") {
+        Some(m) => Some((m, "p99.9")),
+        None => k.rsplit_once('.'),
+    };
+    let Some((m, s)) = split else {
         return Err(format!(
             "unknown metric {k:?}: use METRIC.STAT (e.g. ttft.p95, tpot.mean, e2e_latency.p99) or one of {}",
             STEP_KEYS.join(", ")

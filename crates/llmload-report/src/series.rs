@@ -134,8 +134,10 @@ pub fn in_flight(intervals: &[(f64, f64)], points: usize) -> StepSeries {
                 s = edge;
                 b += 1;
             }
-            area[eb] += cur as f64 * (t - s);
-            maxv[eb] = maxv[eb].max(cur);
+            if t > s {
+                area[eb] += cur as f64 * (t - s);
+                maxv[eb] = maxv[eb].max(cur);
+            }
             last = t;
         }
         cur += i64::from(d);

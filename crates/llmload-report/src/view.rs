@@ -206,10 +206,7 @@ impl StepSla {
         if let Some(t) = &self.tier {
             return Some(t.clone());
         }
-        self.tiers
-            .values()
-            .max_by_key(|t| tier_rank(t))
-            .map(String::clone)
+        self.tiers.values().max_by_key(|t| tier_rank(t)).cloned()
     }
 }
 

@@ -2,6 +2,8 @@
 //! loads with no console message and no network request, and every chart has a rendered
 //! series. Skipped, with a printed notice, when /usr/bin/chromium is missing.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::path::{Path, PathBuf};
