@@ -174,6 +174,17 @@ impl Default for RenderOptions {
 
 /// Renders the reports of one results directory (or file); returns the paths written.
 pub fn render(input: &Path, opts: &RenderOptions) -> Result<Vec<PathBuf>, ReportError> {
+    render_with_series(input, opts, None)
+}
+
+/// Like [`render`], with the in-flight series supplied by the caller (one per benchmark, e.g.
+/// built with [`series::in_flight`] from the `(t_dispatch, t_end)` pairs a run still holds in
+/// memory) instead of read back from `requests.jsonl`.
+pub fn render_with_series(
+    input: &Path,
+    opts: &RenderOptions,
+    in_flight: Option<Vec<series::StepSeries>>,
+) -> Result<Vec<PathBuf>, ReportError> {
     let loaded = load_results(input)?;
     let out_dir = match &opts.out {
         Some(d) => d.clone(),
@@ -192,7 +203,9 @@ pub fn render(input: &Path, opts: &RenderOptions) -> Result<Vec<PathBuf>, Report
     formats.dedup();
     let mut written = Vec::new();
     // The per-step time series need the request records; read them once.
-    let step_series = if formats.contains(&Format::Html) {
+    let step_series = if in_flight.is_some() {
+        in_flight
+    } else if formats.contains(&Format::Html) {
         match &loaded.requests {
             Some(p) => Some(series::in_flight_from_jsonl(
                 p,

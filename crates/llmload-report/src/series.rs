@@ -3,7 +3,7 @@
 //! bins and each bin gets the time-weighted mean and the maximum of the in-flight count.
 //! Drawing data only: no statistic of the results is computed from it.
 
-use std::io::{BufRead, BufReader};
+use std::io::Read;
 use std::path::Path;
 
 use llmload_core::Results;
@@ -33,54 +33,206 @@ struct Light {
     t_end: f64,
 }
 
+/// Bytes read per block of `requests.jsonl`; each block is split across threads.
+const BLOCK: usize = 32 << 20;
+
 /// Reads `requests.jsonl` and builds one [`StepSeries`] per benchmark of `results`.
+///
+/// Only `benchmark`, `t_dispatch` and `t_end` are needed, so each line is scanned for those
+/// three keys (the first occurrence of each: serde writes them before any free-text field);
+/// a line the scan cannot read is parsed as JSON, and a line that is not JSON is an error
+/// naming its number. Blocks are scanned on all cores.
 pub fn in_flight_from_jsonl(
     path: &Path,
     results: &Results,
     points: usize,
 ) -> Result<Vec<StepSeries>, ReportError> {
-    let file = std::fs::File::open(path).map_err(|source| ReportError::Read {
+    let mut file = std::fs::File::open(path).map_err(|source| ReportError::Read {
         path: path.to_path_buf(),
         source,
     })?;
-    let mut reader = BufReader::with_capacity(1 << 20, file);
     let n = results.benchmarks.len();
     let mut intervals: Vec<Vec<(f64, f64)>> = vec![Vec::new(); n];
-    let mut line = String::new();
-    let mut lineno = 0usize;
-    loop {
-        line.clear();
-        let read = reader
-            .read_line(&mut line)
-            .map_err(|source| ReportError::Read {
-                path: path.to_path_buf(),
-                source,
-            })?;
-        if read == 0 {
-            break;
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .clamp(1, 16);
+    let mut buf: Vec<u8> = Vec::with_capacity(BLOCK + 4096);
+    let mut carry: Vec<u8> = Vec::new();
+    let mut lines_before = 0usize;
+    let mut eof = false;
+    while !eof {
+        buf.clear();
+        buf.extend_from_slice(&carry);
+        carry.clear();
+        let mut chunk = vec![0u8; BLOCK];
+        let mut filled = 0;
+        while filled < BLOCK {
+            let k = file
+                .read(&mut chunk[filled..])
+                .map_err(|source| ReportError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
+            if k == 0 {
+                eof = true;
+                break;
+            }
+            filled += k;
         }
-        lineno += 1;
-        let s = line.trim();
-        if s.is_empty() {
-            continue;
+        buf.extend_from_slice(&chunk[..filled]);
+        if !eof {
+            // Keep the partial last line for the next block.
+            match memchr::memrchr(b'\n', &buf) {
+                Some(i) => {
+                    carry.extend_from_slice(&buf[i + 1..]);
+                    buf.truncate(i + 1);
+                }
+                None => {
+                    // One line longer than a block: read on.
+                    carry.extend_from_slice(&buf);
+                    continue;
+                }
+            }
         }
-        let r: Light = serde_json::from_str(s).map_err(|e| ReportError::Record {
-            path: path.to_path_buf(),
-            line: lineno,
-            detail: e.to_string(),
-        })?;
-        // Records of steps the results do not list are ignored (a cut run).
-        if let Some(v) = intervals.get_mut(r.benchmark)
-            && r.t_dispatch.is_finite()
-            && r.t_end.is_finite()
-        {
-            v.push((r.t_dispatch, r.t_end.max(r.t_dispatch)));
+        let parts = split_lines(&buf, threads);
+        let scanned: Vec<Result<Vec<(usize, f64, f64)>, (usize, String)>> =
+            std::thread::scope(|sc| {
+                let handles: Vec<_> = parts
+                    .iter()
+                    .map(|part| sc.spawn(move || scan_block(part)))
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| {
+                        h.join()
+                            .unwrap_or_else(|_| Err((0, "scanner panicked".into())))
+                    })
+                    .collect()
+            });
+        let mut offset = lines_before;
+        for (part, res) in parts.iter().zip(scanned) {
+            match res {
+                Ok(v) => {
+                    for (b, d, e) in v {
+                        // Records of steps the results do not list are ignored (a cut run).
+                        if let Some(iv) = intervals.get_mut(b)
+                            && d.is_finite()
+                            && e.is_finite()
+                        {
+                            iv.push((d, e.max(d)));
+                        }
+                    }
+                }
+                Err((line, detail)) => {
+                    return Err(ReportError::Record {
+                        path: path.to_path_buf(),
+                        line: offset + line,
+                        detail,
+                    });
+                }
+            }
+            offset += memchr::memchr_iter(b'\n', part).count();
         }
+        lines_before = offset;
     }
     Ok(intervals
         .into_iter()
         .map(|iv| in_flight(&iv, points))
         .collect())
+}
+
+/// Splits `buf` into about `n` parts at line boundaries.
+fn split_lines(buf: &[u8], n: usize) -> Vec<&[u8]> {
+    let mut parts = Vec::with_capacity(n);
+    let mut start = 0;
+    for k in 1..n {
+        let target = buf.len() * k / n;
+        if target <= start {
+            continue;
+        }
+        match memchr::memchr(b'\n', &buf[target..]) {
+            Some(i) => {
+                let end = target + i + 1;
+                parts.push(&buf[start..end]);
+                start = end;
+            }
+            None => break,
+        }
+    }
+    parts.push(&buf[start..]);
+    parts
+}
+
+/// Key finders, built once per block.
+struct Keys {
+    benchmark: memchr::memmem::Finder<'static>,
+    dispatch: memchr::memmem::Finder<'static>,
+    end: memchr::memmem::Finder<'static>,
+}
+
+impl Keys {
+    fn new() -> Keys {
+        Keys {
+            benchmark: memchr::memmem::Finder::new(b"\"benchmark\":"),
+            dispatch: memchr::memmem::Finder::new(b"\"t_dispatch\":"),
+            end: memchr::memmem::Finder::new(b"\"t_end\":"),
+        }
+    }
+}
+
+/// Scans the lines of a block; an error carries the 1-based line number within the block.
+fn scan_block(block: &[u8]) -> Result<Vec<(usize, f64, f64)>, (usize, String)> {
+    let keys = Keys::new();
+    let mut out = Vec::with_capacity(block.len() / 300 + 1);
+    let mut start = 0;
+    let mut lineno = 0;
+    let mut ends = memchr::memchr_iter(b'\n', block);
+    loop {
+        let end = ends.next();
+        let line = &block[start..end.unwrap_or(block.len())];
+        lineno += 1;
+        let t = line.trim_ascii();
+        if !t.is_empty() {
+            match scan_line(&keys, t) {
+                Some(v) => out.push(v),
+                None => {
+                    let r: Light =
+                        serde_json::from_slice(t).map_err(|e| (lineno, e.to_string()))?;
+                    out.push((r.benchmark, r.t_dispatch, r.t_end));
+                }
+            }
+        }
+        match end {
+            Some(e) => start = e + 1,
+            None => break,
+        }
+    }
+    Ok(out)
+}
+
+fn scan_line(keys: &Keys, line: &[u8]) -> Option<(usize, f64, f64)> {
+    if line.first() != Some(&b'{') || line.last() != Some(&b'}') {
+        return None;
+    }
+    let b = number_after(line, &keys.benchmark)?;
+    let d = number_after(line, &keys.dispatch)?;
+    let e = number_after(line, &keys.end)?;
+    let b: usize = b.parse().ok()?;
+    Some((b, d.parse().ok()?, e.parse().ok()?))
+}
+
+/// The number token following the first match of `key` in `line`.
+fn number_after<'a>(line: &'a [u8], key: &memchr::memmem::Finder<'_>) -> Option<&'a str> {
+    let i = key.find(line)? + key.needle().len();
+    let rest = &line[i..];
+    let start = rest.iter().position(|c| !c.is_ascii_whitespace())?;
+    let rest = &rest[start..];
+    let end = rest
+        .iter()
+        .position(|c| matches!(c, b',' | b'}' | b' ' | b'\t' | b'\r'))
+        .unwrap_or(rest.len());
+    std::str::from_utf8(&rest[..end]).ok()
 }
 
 /// Downsampled in-flight count of `[dispatch, end)` intervals.
@@ -175,6 +327,47 @@ mod tests {
         let s = in_flight(&[(0.0, 1.0), (3.99, 4.0)], 1);
         assert!((s.mean.v[0] - (1.0 + 0.01) / 4.0).abs() < 1e-9);
         assert_eq!(s.max.v[0], 1.0);
+    }
+
+    #[test]
+    fn lines_are_scanned_and_odd_ones_parsed() {
+        assert_eq!(
+            scan_line(&Keys::new(), br#"{"id":1,"benchmark":2,"t_sched":0.5,"t_dispatch":1.5,"t_end":3e0,"in_window":true}"#),
+            Some((2, 1.5, 3.0))
+        );
+        // Reordered keys and spaces still scan; a string value is not a number.
+        assert_eq!(
+            scan_line(
+                &Keys::new(),
+                br#"{"t_end": 4.0, "t_dispatch": 1.0, "benchmark": 0}"#
+            ),
+            Some((0, 1.0, 4.0))
+        );
+        assert_eq!(
+            scan_line(
+                &Keys::new(),
+                br#"{"benchmark":"x","t_dispatch":1,"t_end":2}"#
+            ),
+            None
+        );
+        let block = b"{\"benchmark\":0,\"t_dispatch\":1,\"t_end\":2}\n\n{\"t_end\" :2, \"benchmark\":1, \"t_dispatch\":1}\n";
+        assert_eq!(
+            scan_block(block).unwrap(),
+            vec![(0, 1.0, 2.0), (1, 1.0, 2.0)]
+        );
+        let err =
+            scan_block(b"{\"benchmark\":0,\"t_dispatch\":1,\"t_end\":2}\nnope\n").unwrap_err();
+        assert_eq!(err.0, 2);
+    }
+
+    #[test]
+    fn split_lines_keeps_lines_whole() {
+        let buf = b"aaaa\nbb\ncccccc\nd\n";
+        for n in 1..6 {
+            let parts = split_lines(buf, n);
+            assert_eq!(parts.concat(), buf.to_vec());
+            assert!(parts.iter().all(|p| p.is_empty() || p.ends_with(b"\n")));
+        }
     }
 
     #[test]
