@@ -80,6 +80,7 @@ fn main() {
     );
 
     // 1. Results from the records.
+    let c1 = cpu();
     let t1 = Instant::now();
     let mut aggs: Vec<Aggregator> = (0..steps)
         .map(|_| Aggregator::new(WindowRule::ALL, vec![]))
@@ -117,6 +118,7 @@ fn main() {
     )
     .expect("write results");
     let results_s = t1.elapsed().as_secs_f64();
+    let results_cpu = cpu() - c1;
 
     // Read-back alone (diagnostic): the part of the reports that grows with the records.
     let t_scan = Instant::now();
@@ -133,13 +135,16 @@ fn main() {
     );
 
     // 2. Reports.
+    let c2 = cpu();
     let t2 = Instant::now();
     let written = llmload_report::render_default(&dir).expect("render");
     let render_s = t2.elapsed().as_secs_f64();
+    let render_cpu = cpu() - c2;
     let html_bytes = std::fs::metadata(&written[0]).map(|m| m.len()).unwrap_or(0);
 
     // 3. Reports with the in-flight series built from in-memory intervals (what `llmload run`
     //    can pass to `render_with_series` instead of re-reading requests.jsonl).
+    let c3 = cpu();
     let t3 = Instant::now();
     let mut iv: Vec<Vec<(f64, f64)>> = vec![Vec::new(); steps];
     for r in &records {
@@ -156,10 +161,15 @@ fn main() {
     )
     .expect("render");
     let mem_s = t3.elapsed().as_secs_f64();
+    let mem_cpu = cpu() - c3;
 
     println!("records: {n}");
-    println!("results (aggregate 1M in-memory records + write results.json): {results_s:.2} s");
-    println!("reports (HTML + Markdown, in-flight series from requests.jsonl): {render_s:.2} s");
+    println!(
+        "results (aggregate 1M in-memory records + write results.json): {results_s:.2} s wall, {results_cpu:.2} s CPU"
+    );
+    println!(
+        "reports (HTML + Markdown, in-flight series from requests.jsonl): {render_s:.2} s wall, {render_cpu:.2} s CPU"
+    );
     println!("total: {:.2} s (bar: < 5 s)", results_s + render_s);
     println!("reports with in-memory in-flight series (render_with_series): {mem_s:.2} s");
     if let Some((u, s)) = cpu_seconds() {
@@ -170,6 +180,11 @@ fn main() {
     }
     println!("HTML size: {:.2} MB (bar: < 5 MB)", html_bytes as f64 / 1e6);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// CPU seconds (user + system) of this process so far, all threads; 0 where unknown.
+fn cpu() -> f64 {
+    cpu_seconds().map(|(u, s)| u + s).unwrap_or(0.0)
 }
 
 /// User and system CPU seconds of this process (Linux `/proc/self/stat`, 100 ticks/s).

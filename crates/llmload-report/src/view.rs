@@ -302,11 +302,47 @@ fn series_from(obj: &Value, t: &[f64], names: &[&str], label: &str, scale: f64) 
     if n == 0 {
         return None;
     }
-    Some(Series {
-        name: label.to_string(),
-        t: t[..n].to_vec(),
-        v: v[..n].iter().map(|x| x * scale).collect(),
-    })
+    Some(downsample(
+        Series {
+            name: label.to_string(),
+            t: t[..n].to_vec(),
+            v: v[..n].iter().map(|x| x * scale).collect(),
+        },
+        MAX_SERIES_POINTS,
+    ))
+}
+
+/// Points drawn per recorded time series at most.
+pub const MAX_SERIES_POINTS: usize = 300;
+
+/// At most `max` points for drawing: consecutive samples are grouped into `max` buckets, each
+/// drawn at its mean time with the mean of its finite values (NaN when none).
+pub fn downsample(s: Series, max: usize) -> Series {
+    let n = s.t.len().min(s.v.len());
+    if n <= max || max == 0 {
+        return s;
+    }
+    let mut out = Series {
+        name: s.name.clone(),
+        t: Vec::with_capacity(max),
+        v: Vec::with_capacity(max),
+    };
+    for b in 0..max {
+        let (lo, hi) = (b * n / max, ((b + 1) * n / max).max(b * n / max + 1));
+        let ts = &s.t[lo..hi];
+        let vs: Vec<f64> = s.v[lo..hi]
+            .iter()
+            .copied()
+            .filter(|x| x.is_finite())
+            .collect();
+        out.t.push(ts.iter().sum::<f64>() / ts.len() as f64);
+        out.v.push(if vs.is_empty() {
+            f64::NAN
+        } else {
+            vs.iter().sum::<f64>() / vs.len() as f64
+        });
+    }
+    out
 }
 
 /// Server time series of a step (`benchmark.server.series`): waiting queue, running, KV cache
@@ -453,6 +489,21 @@ mod tests {
         assert_eq!(bp.rate, Some(4.2));
         assert_eq!(bp.limiting.as_deref(), Some("ttft_p95"));
         assert_eq!(SlaTiers::of(&r), SlaTiers::default());
+    }
+
+    #[test]
+    fn long_series_are_downsampled_for_drawing() {
+        let s = Series {
+            name: "x".into(),
+            t: (0..1000).map(f64::from).collect(),
+            v: (0..1000)
+                .map(|i| if i < 2 { f64::NAN } else { 1.0 })
+                .collect(),
+        };
+        let d = downsample(s, 10);
+        assert_eq!(d.t.len(), 10);
+        assert_eq!(d.t[0], 49.5);
+        assert!(d.v.iter().all(|v| *v == 1.0));
     }
 
     #[test]
