@@ -215,8 +215,12 @@ mod tests {
             ChatMessage {
                 role: "user".into(),
                 content: vec![
-                    ContentPart::Text { text: "what is this".into() },
-                    ContentPart::ImageUrl { url: "data:image/png;base64,AAAA".into() },
+                    ContentPart::Text {
+                        text: "what is this".into(),
+                    },
+                    ContentPart::ImageUrl {
+                        url: "data:image/png;base64,AAAA".into(),
+                    },
                 ],
             },
         ]);

@@ -44,7 +44,12 @@ pub struct ClientArgs {
     pub no_ignore_eos: bool,
 
     /// API key, sent as "Authorization: Bearer KEY"; never written anywhere.
-    #[arg(long, env = "OPENAI_API_KEY", hide_env_values = true, value_name = "KEY")]
+    #[arg(
+        long,
+        env = "OPENAI_API_KEY",
+        hide_env_values = true,
+        value_name = "KEY"
+    )]
     pub api_key: Option<String>,
 
     /// Extra request header, repeatable: --header 'X-Team: a' --header 'X-Trace: 1'.
@@ -193,7 +198,17 @@ pub async fn run(
         let _ = writeln!(
             out,
             "{:>3} {:>6} {:>9} {:>9} {:>9} {:>9} {:>8} {:>6} {:>6} {:>9} {:>7}  error",
-            "#", "status", "ttft_ms", "ttfot_ms", "e2e_ms", "tpot_ms", "out_tok", "events", "multi", "source", "retries"
+            "#",
+            "status",
+            "ttft_ms",
+            "ttfot_ms",
+            "e2e_ms",
+            "tpot_ms",
+            "out_tok",
+            "events",
+            "multi",
+            "source",
+            "retries"
         );
     }
     let epoch = Instant::now();
@@ -217,12 +232,18 @@ pub async fn run(
                 out,
                 "{:>3} {:>6} {:>9} {:>9} {:>9} {:>9} {:>8} {:>6} {:>6} {:>9} {:>7}  {}",
                 i,
-                record.status.map(|s| s.to_string()).unwrap_or_else(|| "-".into()),
+                record
+                    .status
+                    .map(|s| s.to_string())
+                    .unwrap_or_else(|| "-".into()),
                 ms(record.ttft()),
                 ms(record.ttfot()),
                 ms(record.e2e_latency()),
                 ms(record.tpot()),
-                record.output_tokens.map(|n| n.to_string()).unwrap_or_else(|| "-".into()),
+                record
+                    .output_tokens
+                    .map(|n| n.to_string())
+                    .unwrap_or_else(|| "-".into()),
                 record.output_events,
                 record.multi_token_events,
                 record.token_source.as_str(),

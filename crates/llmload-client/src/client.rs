@@ -163,7 +163,9 @@ impl Client {
     ) -> Result<Self, ClientError> {
         let url = cfg.request_url()?;
         let body = BodyTemplate::new(&cfg).map_err(|e| {
-            ClientError::Unsupported(format!("cannot serialize the request body (--body-json): {e}"))
+            ClientError::Unsupported(format!(
+                "cannot serialize the request body (--body-json): {e}"
+            ))
         })?;
         let headers = base_headers(&url, cfg.api_key.as_deref(), &cfg.headers, true)?;
         let mut pq = url.path().to_string();
@@ -278,17 +280,17 @@ impl Client {
                 let exchange = self.exchange(&mut p, body, epoch);
                 tokio::pin!(exchange);
                 match deadline {
-                Some(dl) => tokio::select! {
-                    biased;
-                    _ = cancel.cancelled() => Some(ErrorClass::Cancelled),
-                    _ = tokio::time::sleep_until(dl.into()) => Some(ErrorClass::Timeout),
-                    _ = &mut exchange => None,
-                },
-                None => tokio::select! {
-                    biased;
-                    _ = cancel.cancelled() => Some(ErrorClass::Cancelled),
-                    _ = &mut exchange => None,
-                },
+                    Some(dl) => tokio::select! {
+                        biased;
+                        _ = cancel.cancelled() => Some(ErrorClass::Cancelled),
+                        _ = tokio::time::sleep_until(dl.into()) => Some(ErrorClass::Timeout),
+                        _ = &mut exchange => None,
+                    },
+                    None => tokio::select! {
+                        biased;
+                        _ = cancel.cancelled() => Some(ErrorClass::Cancelled),
+                        _ = &mut exchange => None,
+                    },
                 }
             };
             if let Some(class) = ended {
@@ -371,10 +373,7 @@ impl Client {
                 rec.error_message = Some("the request ended without a result".into());
             }
         }
-        let answer = inner
-            .cfg
-            .capture_answer
-            .then(|| resp.answer.clone());
+        let answer = inner.cfg.capture_answer.then(|| resp.answer.clone());
         Outcome {
             record: rec,
             gaps: resp.gaps,
@@ -423,7 +422,10 @@ impl Client {
             conn.probe.reset();
             let t_try = Instant::now();
             p.rec.t_dispatch = secs(epoch, t_try);
-            let res = conn.sender.try_send_request(self.request(body.clone())).await;
+            let res = conn
+                .sender
+                .try_send_request(self.request(body.clone()))
+                .await;
             let snap = conn.probe.snapshot();
             if let Some(fw) = snap.first_write {
                 p.rec.t_dispatch = secs(epoch, fw.max(t_try));
@@ -595,38 +597,37 @@ impl Client {
         }
 
         // Streaming.
-        if let Some(ct) = parts.headers.get(header::CONTENT_TYPE) {
-            if ct.as_bytes().starts_with(b"application/json") {
-                let mut buf = Vec::new();
-                while let Some(Ok(f)) = body.frame().await {
-                    if let Ok(d) = f.into_data() {
-                        buf.extend_from_slice(&d);
-                        if buf.len() > ERROR_BODY_LIMIT {
-                            break;
-                        }
+        if let Some(ct) = parts.headers.get(header::CONTENT_TYPE)
+            && ct.as_bytes().starts_with(b"application/json")
+        {
+            let mut buf = Vec::new();
+            while let Some(Ok(f)) = body.frame().await {
+                if let Ok(d) = f.into_data() {
+                    buf.extend_from_slice(&d);
+                    if buf.len() > ERROR_BODY_LIMIT {
+                        break;
                     }
                 }
-                p.t_end = Some(stamp(&conn));
-                // An error object in a 200 JSON body is still the server's error.
-                let mut probe = ResponseState::new(false, false);
-                if probe.on_body(&buf, 0.0) == Flow::Fail {
-                    if let Some((c, m)) = probe.error {
-                        if c != ErrorClass::Protocol {
-                            p.end = Some(End::Fail(c, m));
-                            return;
-                        }
-                    }
-                }
-                p.end = Some(End::Fail(
-                    ErrorClass::Protocol,
-                    format!(
-                        "the server answered a streaming request with application/json instead of \
-                         text/event-stream (pass --no-stream to benchmark it without streaming): {}",
-                        snippet(&buf, 200)
-                    ),
-                ));
+            }
+            p.t_end = Some(stamp(&conn));
+            // An error object in a 200 JSON body is still the server's error.
+            let mut probe = ResponseState::new(false, false);
+            if probe.on_body(&buf, 0.0) == Flow::Fail
+                && let Some((c, m)) = probe.error
+                && c != ErrorClass::Protocol
+            {
+                p.end = Some(End::Fail(c, m));
                 return;
             }
+            p.end = Some(End::Fail(
+                ErrorClass::Protocol,
+                format!(
+                    "the server answered a streaming request with application/json instead of \
+                         text/event-stream (pass --no-stream to benchmark it without streaming): {}",
+                    snippet(&buf, 200)
+                ),
+            ));
+            return;
         }
 
         let mut parser = SseParser::new();
@@ -645,10 +646,10 @@ impl Client {
                             Flow::Continue => true,
                             Flow::Done => false,
                             Flow::Fail => {
-                                let (c, m) = resp.error.take().unwrap_or((
-                                    ErrorClass::Protocol,
-                                    "invalid event".into(),
-                                ));
+                                let (c, m) = resp
+                                    .error
+                                    .take()
+                                    .unwrap_or((ErrorClass::Protocol, "invalid event".into()));
                                 stop = Some(End::Fail(c, m));
                                 false
                             }
@@ -656,7 +657,10 @@ impl Client {
                         SseItem::Invalid(line) => {
                             stop = Some(End::Fail(
                                 ErrorClass::Protocol,
-                                format!("the response is not an SSE stream: {}", snippet(line, 200)),
+                                format!(
+                                    "the response is not an SSE stream: {}",
+                                    snippet(line, 200)
+                                ),
                             ));
                             false
                         }
@@ -694,7 +698,7 @@ impl Client {
             Some(End::Ok) if p.resp.done && body_ok => {
                 p.end = Some(End::Ok);
                 // Read the body's end (normally already here) so the connection can be reused.
-                self.drain_and_checkin(conn, body);
+                self.drain_and_checkin(conn, body).await;
             }
             Some(e) => p.end = Some(e),
             None => {
@@ -704,10 +708,10 @@ impl Client {
                 let resp = &mut p.resp;
                 let mut stop: Option<End> = None;
                 let trailing = parser.finish(&mut |item| {
-                    if let SseItem::Event { data, name } = item {
-                        if resp.on_event(data, name, t) == Flow::Fail {
-                            stop = resp.error.take().map(|(c, m)| End::Fail(c, m));
-                        }
+                    if let SseItem::Event { data, name } = item
+                        && resp.on_event(data, name, t) == Flow::Fail
+                    {
+                        stop = resp.error.take().map(|(c, m)| End::Fail(c, m));
                     }
                     true
                 });
@@ -744,45 +748,55 @@ impl Client {
         }
     }
 
-    /// After `[DONE]`: the body's end normally arrived in the same read. If it has, the
-    /// connection goes back to the pool at once; if not, a background task waits a little
-    /// for it (never delaying the measurement).
-    fn drain_and_checkin(&self, conn: Conn, mut body: Incoming) {
-        let mut pending = false;
-        loop {
+    /// After `[DONE]`: read the body's end (normally in the same read as `[DONE]`, or a task
+    /// hop later) so the connection goes back to the pool before `send` returns. A server
+    /// that keeps the body open longer gets a background task that waits a little for it;
+    /// the measurement (stamped at `[DONE]`) is never delayed by this.
+    async fn drain_and_checkin(&self, conn: Conn, mut body: Incoming) {
+        let mut end_now = || loop {
             if body.is_end_stream() {
-                break;
+                return Some(true);
             }
             match body.frame().now_or_never() {
                 Some(Some(Ok(_))) => continue,
-                Some(None) => break,
-                Some(Some(Err(_))) => return,
-                None => {
-                    pending = true;
-                    break;
-                }
+                Some(None) => return Some(true),
+                Some(Some(Err(_))) => return Some(false),
+                None => return None,
             }
+        };
+        match end_now() {
+            Some(true) => {
+                self.inner.pool.checkin(conn);
+                return;
+            }
+            Some(false) => return,
+            None => {}
         }
-        if !pending {
-            self.inner.pool.checkin(conn);
-            return;
-        }
-        let this = self.clone();
-        tokio::spawn(async move {
-            let drained = tokio::time::timeout(Duration::from_secs(5), async {
-                while let Some(fr) = body.frame().await {
-                    if fr.is_err() {
-                        return false;
+        match tokio::time::timeout(Duration::from_millis(20), drain_ref(&mut body)).await {
+            Ok(true) => self.inner.pool.checkin(conn),
+            Ok(false) => {}
+            Err(_) => {
+                let this = self.clone();
+                tokio::spawn(async move {
+                    let mut body = body;
+                    if let Ok(true) =
+                        tokio::time::timeout(Duration::from_secs(5), drain_ref(&mut body)).await
+                    {
+                        this.inner.pool.checkin(conn);
                     }
-                }
-                true
-            })
-            .await;
-            if let Ok(true) = drained {
-                this.inner.pool.checkin(conn);
+                });
             }
-        });
+        }
     }
+}
+
+async fn drain_ref(body: &mut Incoming) -> bool {
+    while let Some(fr) = body.frame().await {
+        if fr.is_err() {
+            return false;
+        }
+    }
+    true
 }
 
 fn spec_prompt(rec: &RequestRecord) -> Option<u64> {

@@ -125,10 +125,7 @@ impl std::fmt::Debug for ClientConfig {
             .field("stream", &self.stream)
             .field("include_usage", &self.include_usage)
             .field("ignore_eos", &self.ignore_eos)
-            .field(
-                "api_key",
-                &self.api_key.as_ref().map(|_| "<redacted>"),
-            )
+            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
             .field("headers", &headers)
             .field("extra_body", &self.extra_body)
             .field("request_timeout", &self.request_timeout)
@@ -189,7 +186,9 @@ mod tests {
             "http://127.0.0.1:8000/v1/",
         ] {
             assert_eq!(
-                endpoint_url(&u(base), "/chat/completions").unwrap().as_str(),
+                endpoint_url(&u(base), "/chat/completions")
+                    .unwrap()
+                    .as_str(),
                 "http://127.0.0.1:8000/v1/chat/completions",
                 "{base}"
             );

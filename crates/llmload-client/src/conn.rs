@@ -197,7 +197,11 @@ impl std::fmt::Display for ConnectError {
             ConnectError::NoAddress => write!(f, "the host name resolves to no address"),
             ConnectError::Io(a, e) => write!(f, "connecting to {a}: {e}"),
             ConnectError::Timeout(d) => {
-                write!(f, "no connection within {:.1} s (--connect-timeout)", d.as_secs_f64())
+                write!(
+                    f,
+                    "no connection within {:.1} s (--connect-timeout)",
+                    d.as_secs_f64()
+                )
             }
             ConnectError::Handshake(e) => write!(f, "HTTP handshake failed: {e}"),
         }

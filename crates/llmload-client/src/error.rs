@@ -104,10 +104,7 @@ pub(crate) fn rejected_field_hint(
 ) -> Option<(String, String)> {
     for k in extra_keys {
         if mentions(body, k) {
-            return Some((
-                k.clone(),
-                format!("remove or fix `{k}` in --body-json"),
-            ));
+            return Some((k.clone(), format!("remove or fix `{k}` in --body-json")));
         }
     }
     let fixed: [(&str, &str); 6] = [
@@ -125,8 +122,14 @@ pub(crate) fn rejected_field_hint(
             "check --output-tokens against the model's context; a server that wants \
              `max_completion_tokens` takes --body-json '{\"max_tokens\": null, \"max_completion_tokens\": N}'",
         ),
-        ("model", "check --model (GET /v1/models lists what the server serves)"),
-        ("messages", "the server may not serve the chat API: try --api completions"),
+        (
+            "model",
+            "check --model (GET /v1/models lists what the server serves)",
+        ),
+        (
+            "messages",
+            "the server may not serve the chat API: try --api completions",
+        ),
     ];
     for (f, hint) in fixed {
         if mentions(body, f) {

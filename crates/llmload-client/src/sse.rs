@@ -47,12 +47,12 @@ impl SseParser {
             }
             self.started = true;
         }
-        if self.skip_lf {
-            if let Some((&first, rest)) = input.split_first() {
-                self.skip_lf = false;
-                if first == b'\n' {
-                    input = rest;
-                }
+        if self.skip_lf
+            && let Some((&first, rest)) = input.split_first()
+        {
+            self.skip_lf = false;
+            if first == b'\n' {
+                input = rest;
             }
         }
         while !input.is_empty() {

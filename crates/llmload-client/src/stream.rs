@@ -229,7 +229,10 @@ impl ResponseState {
         let code_txt = code.map(|c| format!(" (code {c})")).unwrap_or_default();
         self.error = Some((
             class,
-            format!("server sent an error{code_txt}: {}", snippet(msg.as_bytes(), 300)),
+            format!(
+                "server sent an error{code_txt}: {}",
+                snippet(msg.as_bytes(), 300)
+            ),
         ));
         Some(Flow::Fail)
     }
@@ -243,21 +246,21 @@ impl ResponseState {
             if let Some(f) = &c.finish_reason {
                 self.finish_reason = Some(f.to_string());
             }
-            if let Some(t) = &c.text {
-                if !t.is_empty() {
-                    out.output = true;
-                    if self.keep_text {
-                        self.answer.push_str(t);
-                    }
+            if let Some(t) = &c.text
+                && !t.is_empty()
+            {
+                out.output = true;
+                if self.keep_text {
+                    self.answer.push_str(t);
                 }
             }
             for d in [&c.delta, &c.message].into_iter().flatten() {
-                if let Some(t) = &d.content {
-                    if !t.is_empty() {
-                        out.output = true;
-                        if self.keep_text {
-                            self.answer.push_str(t);
-                        }
+                if let Some(t) = &d.content
+                    && !t.is_empty()
+                {
+                    out.output = true;
+                    if self.keep_text {
+                        self.answer.push_str(t);
                     }
                 }
                 for r in [&d.reasoning_content, &d.reasoning].into_iter().flatten() {
@@ -268,18 +271,18 @@ impl ResponseState {
                         }
                     }
                 }
-                if let Some(calls) = &d.tool_calls {
-                    if !calls.is_empty() {
-                        out.output = true;
-                        if self.keep_text {
-                            for call in calls {
-                                if let Some(f) = &call.function {
-                                    if let Some(n) = &f.name {
-                                        self.other_text.push_str(n);
-                                    }
-                                    if let Some(a) = &f.arguments {
-                                        self.other_text.push_str(a);
-                                    }
+                if let Some(calls) = &d.tool_calls
+                    && !calls.is_empty()
+                {
+                    out.output = true;
+                    if self.keep_text {
+                        for call in calls {
+                            if let Some(f) = &call.function {
+                                if let Some(n) = &f.name {
+                                    self.other_text.push_str(n);
+                                }
+                                if let Some(a) = &f.arguments {
+                                    self.other_text.push_str(a);
                                 }
                             }
                         }
@@ -348,11 +351,27 @@ mod tests {
     #[test]
     fn role_only_and_empty_chunks_are_not_tokens() {
         let mut s = st();
-        s.on_event(br#"{"choices":[{"index":0,"delta":{"role":"assistant","content":""}}]}"#, b"", 1.0);
-        s.on_event(br#"{"choices":[{"index":0,"delta":{"content":""}}]}"#, b"", 1.5);
+        s.on_event(
+            br#"{"choices":[{"index":0,"delta":{"role":"assistant","content":""}}]}"#,
+            b"",
+            1.0,
+        );
+        s.on_event(
+            br#"{"choices":[{"index":0,"delta":{"content":""}}]}"#,
+            b"",
+            1.5,
+        );
         assert_eq!(s.t_first_token, None);
-        s.on_event(br#"{"choices":[{"index":0,"delta":{"content":"Hi"}}]}"#, b"", 2.0);
-        s.on_event(br#"{"choices":[{"index":0,"delta":{"content":"!"},"finish_reason":"length"}]}"#, b"", 2.5);
+        s.on_event(
+            br#"{"choices":[{"index":0,"delta":{"content":"Hi"}}]}"#,
+            b"",
+            2.0,
+        );
+        s.on_event(
+            br#"{"choices":[{"index":0,"delta":{"content":"!"},"finish_reason":"length"}]}"#,
+            b"",
+            2.5,
+        );
         assert_eq!(s.on_event(br#"{"choices":[],"usage":{"prompt_tokens":5,"completion_tokens":2,"total_tokens":7}}"#, b"", 2.6), Flow::Continue);
         assert_eq!(s.on_event(b"[DONE]", b"", 2.7), Flow::Done);
         assert_eq!(s.t_first_token, Some(2.0));
@@ -369,7 +388,11 @@ mod tests {
     #[test]
     fn reasoning_then_output() {
         let mut s = st();
-        s.on_event(br#"{"choices":[{"delta":{"reasoning_content":"think"}}]}"#, b"", 1.0);
+        s.on_event(
+            br#"{"choices":[{"delta":{"reasoning_content":"think"}}]}"#,
+            b"",
+            1.0,
+        );
         s.on_event(br#"{"choices":[{"delta":{"reasoning":"more"}}]}"#, b"", 1.1);
         s.on_event(br#"{"choices":[{"delta":{"content":"ans"}}]}"#, b"", 1.2);
         assert_eq!(s.t_first_token, Some(1.0));
@@ -394,7 +417,9 @@ mod tests {
     fn continuous_usage_counts_multi_token_events() {
         let mut s = st();
         let ev = |c: &str, n: u64| {
-            format!(r#"{{"choices":[{{"delta":{{"content":"{c}"}}}}],"usage":{{"prompt_tokens":3,"completion_tokens":{n}}}}}"#)
+            format!(
+                r#"{{"choices":[{{"delta":{{"content":"{c}"}}}}],"usage":{{"prompt_tokens":3,"completion_tokens":{n}}}}}"#
+            )
         };
         s.on_event(br#"{"choices":[{"delta":{"role":"assistant","content":""}}],"usage":{"prompt_tokens":3,"completion_tokens":0}}"#, b"", 0.5);
         s.on_event(ev("a", 1).as_bytes(), b"", 1.0);
@@ -409,7 +434,11 @@ mod tests {
     fn inferred_multi_token_events() {
         let mut s = st();
         for i in 0..4 {
-            s.on_event(br#"{"choices":[{"delta":{"content":"x"}}]}"#, b"", f64::from(i));
+            s.on_event(
+                br#"{"choices":[{"delta":{"content":"x"}}]}"#,
+                b"",
+                f64::from(i),
+            );
         }
         assert_eq!(s.multi_token_events(Some(4)), 0);
         assert_eq!(s.multi_token_events(Some(6)), 2);
@@ -421,14 +450,22 @@ mod tests {
     fn errors_in_stream() {
         let mut s = st();
         assert_eq!(
-            s.on_event(br#"{"error":{"message":"boom","type":"InternalServerError","code":500}}"#, b"", 1.0),
+            s.on_event(
+                br#"{"error":{"message":"boom","type":"InternalServerError","code":500}}"#,
+                b"",
+                1.0
+            ),
             Flow::Fail
         );
         assert_eq!(s.error.as_ref().unwrap().0, ErrorClass::Http5xx);
         assert!(s.error.as_ref().unwrap().1.contains("boom"));
 
         let mut s = st();
-        s.on_event(br#"{"object":"error","message":"too long","code":400}"#, b"", 1.0);
+        s.on_event(
+            br#"{"object":"error","message":"too long","code":400}"#,
+            b"",
+            1.0,
+        );
         assert_eq!(s.error.as_ref().unwrap().0, ErrorClass::Http4xx);
 
         let mut s = st();
@@ -436,7 +473,10 @@ mod tests {
         assert_eq!(s.error.as_ref().unwrap().0, ErrorClass::StreamBroken);
 
         let mut s = st();
-        assert_eq!(s.on_event(b"{\"choices\":[{\"delta\"", b"", 1.0), Flow::Fail);
+        assert_eq!(
+            s.on_event(b"{\"choices\":[{\"delta\"", b"", 1.0),
+            Flow::Fail
+        );
         let (c, m) = s.error.clone().unwrap();
         assert_eq!(c, ErrorClass::Protocol);
         assert!(m.contains("{\"choices\":[{\"delta\""), "{m}");
