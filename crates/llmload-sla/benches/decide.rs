@@ -80,7 +80,10 @@ fn main() {
             },
             9,
         );
-        println!("evaluate (breaking point), {n:>6} requests in the step: {:>9.0} us", us);
+        println!(
+            "evaluate (breaking point), {n:>6} requests in the step: {:>9.0} us",
+            us
+        );
     }
     let tiers = TierConfig::default();
     let us = median_us(

@@ -34,3 +34,58 @@ pub use planner::{
 };
 pub mod cli;
 pub mod format;
+
+/// Judges one benchmark in place, for `llmload run`: reads the server signals from
+/// `b.server` (when scraped), sets `b.sla` to the SLA tiers and `b.extra["breaking_point"]` to
+/// the breaking-point verdict, and returns both. `points` are the in-window requests
+/// ([`breaking::points_from_records`]); empty disables the trend test.
+pub fn annotate(
+    b: &mut llmload_core::Benchmark,
+    tiers: &TierConfig,
+    breaking: &BreakingConfig,
+    points: &[RequestPoint],
+) -> (SlaReport, BreakingVerdict) {
+    let signals = b.server.as_ref().and_then(ServerSignals::from_server_value);
+    let sla = classify(tiers, b, signals.as_ref());
+    let verdict = evaluate(breaking, b, signals.as_ref(), points);
+    b.sla = Some(sla.to_value());
+    b.extra
+        .insert("breaking_point".to_string(), verdict.to_value());
+    (sla, verdict)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn annotate_fills_the_benchmark() {
+        let mut b = llmload_core::Benchmark::default();
+        b.metrics.ttft_s = Some(llmload_core::Summary {
+            count: 3,
+            p95: 1.5,
+            ..Default::default()
+        });
+        b.requests.completed = 3;
+        b.server = Some(serde_json::json!({
+            "scrapes_in_window": 2,
+            "kv_cache_usage": {"max": 0.5},
+            "waiting": {"mean": 0.0, "max": 0.0},
+            "series": []
+        }));
+        let (sla, v) = annotate(
+            &mut b,
+            &TierConfig::default(),
+            &BreakingConfig::default(),
+            &[],
+        );
+        assert_eq!(sla.overall, Some(Tier::Degraded));
+        assert!(sla.server_metrics && v.server_metrics);
+        assert!(v.broken);
+        assert_eq!(
+            b.sla.as_ref().unwrap()["kv_cache_usage"]["tier"],
+            "excellent"
+        );
+        assert_eq!(b.extra["breaking_point"]["limited_by"], "ttft");
+    }
+}

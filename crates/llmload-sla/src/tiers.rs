@@ -288,6 +288,80 @@ pub struct ServerSignals {
     pub queue_plus_prefill_mean: Option<f64>,
 }
 
+impl ServerSignals {
+    /// Reads the signals from a benchmark's `server` section as `llmload run` writes it (the
+    /// server-metrics window of `llmload-prom`): `kv_cache_usage.max`, `waiting.mean/max`,
+    /// the per-scrape `series` (waiting share and running samples inside `[start_s, end_s]`;
+    /// with several URLs the samples of all are pooled) and the latency histograms' means
+    /// (`totals.latency.ttft_s/queue_s/prefill_s`). `None` when the section is absent or no
+    /// scrape landed in the window.
+    pub fn from_server_value(v: &Value) -> Option<ServerSignals> {
+        let obj = v.as_object()?;
+        let num = |x: &Value| x.as_f64();
+        let path = |p: &[&str]| -> Option<f64> {
+            let mut cur = v;
+            for k in p {
+                cur = cur.get(k)?;
+            }
+            num(cur)
+        };
+        let start = path(&["start_s"]).unwrap_or(f64::NEG_INFINITY);
+        let end = path(&["end_s"]).unwrap_or(f64::INFINITY);
+        let mut running = Vec::new();
+        let (mut above, mut present) = (0usize, 0usize);
+        for series in obj
+            .get("series")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let col = |k: &str| -> Vec<Option<f64>> {
+                series
+                    .get(k)
+                    .and_then(Value::as_array)
+                    .map(|a| a.iter().map(num).collect())
+                    .unwrap_or_default()
+            };
+            let t = col("t");
+            let run = col("running");
+            let wait = col("waiting");
+            for (i, ti) in t.iter().enumerate() {
+                let Some(ti) = *ti else { continue };
+                if ti < start || ti > end {
+                    continue;
+                }
+                if let Some(Some(r)) = run.get(i) {
+                    running.push((ti, *r));
+                }
+                if let Some(Some(w)) = wait.get(i) {
+                    present += 1;
+                    above += usize::from(*w > 0.0);
+                }
+            }
+        }
+        let scrapes = obj
+            .get("scrapes_in_window")
+            .and_then(Value::as_u64)
+            .unwrap_or(0);
+        if scrapes == 0 && running.is_empty() && present == 0 {
+            return None;
+        }
+        let lat = |k: &str| path(&["totals", "latency", k, "mean"]);
+        Some(ServerSignals {
+            kv_usage_max: path(&["kv_cache_usage", "max"]),
+            waiting_mean: path(&["waiting", "mean"]),
+            waiting_max: path(&["waiting", "max"]),
+            waiting_share_above_zero: (present > 0).then(|| above as f64 / present as f64),
+            running,
+            server_ttft_mean: lat("ttft_s"),
+            queue_plus_prefill_mean: match (lat("queue_s"), lat("prefill_s")) {
+                (Some(q), Some(p)) => Some(q + p),
+                _ => None,
+            },
+        })
+    }
+}
+
 /// The tier of one metric, with the value used, or why there is none.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct MetricTier {
@@ -595,6 +669,36 @@ mod tests {
         assert_eq!(r.overall, Some(Breaking));
         assert_eq!(r.limited_by, vec!["kv_cache_usage"]);
         assert!(r.queue_depth.reason.as_deref().unwrap().contains("waiting"));
+    }
+
+    #[test]
+    fn signals_from_the_server_section() {
+        let v = serde_json::json!({
+            "start_s": 10.0, "end_s": 20.0, "scrapes_in_window": 4,
+            "running": {"mean": 30.0, "max": 41.0, "samples": 4},
+            "waiting": {"mean": 0.5, "max": 2.0, "samples": 4},
+            "kv_cache_usage": {"mean": 0.2, "max": 0.31, "samples": 4},
+            "totals": {"latency": {
+                "ttft_s": {"mean": 0.9}, "queue_s": {"mean": 0.01}, "prefill_s": {"mean": 0.07}
+            }},
+            "series": [{
+                "url": "http://x/metrics",
+                "t": [9.0, 11.0, 13.0, 15.0, 17.0, 21.0],
+                "running": [5.0, 20.0, 25.0, null, 41.0, 3.0],
+                "waiting": [0.0, 0.0, 2.0, 1.0, 0.0, 9.0],
+                "kv_cache_usage": [0.1, 0.2, 0.2, 0.3, 0.31, 0.0]
+            }]
+        });
+        let s = ServerSignals::from_server_value(&v).unwrap();
+        assert_eq!(s.kv_usage_max, Some(0.31));
+        assert_eq!((s.waiting_mean, s.waiting_max), (Some(0.5), Some(2.0)));
+        assert_eq!(s.waiting_share_above_zero, Some(0.5));
+        assert_eq!(s.running, vec![(11.0, 20.0), (13.0, 25.0), (17.0, 41.0)]);
+        assert_eq!(s.server_ttft_mean, Some(0.9));
+        assert!((s.queue_plus_prefill_mean.unwrap() - 0.08).abs() < 1e-12);
+        assert!(ServerSignals::from_server_value(&Value::Null).is_none());
+        let empty = serde_json::json!({"scrapes_in_window": 0, "series": []});
+        assert!(ServerSignals::from_server_value(&empty).is_none());
     }
 
     #[test]
