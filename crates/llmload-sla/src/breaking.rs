@@ -10,9 +10,11 @@
 //!    when scraped, else the client's own count of requests in flight. This is what reveals
 //!    saturation on vLLM versions whose waiting queue stays at 0 far past capacity;
 //! 5. `rate_shortfall`: for open-loop steps, the achieved rate more than 5 % below the offered
-//!    rate. Offered is the rate the generator really dispatched at (from the dispatch times when
-//!    given, else the profile's rate); achieved is `completed / (duration − p50 request
-//!    latency)`, which removes the drain of the last requests that a healthy server also has.
+//!    rate, beyond the noise of the counts. Offered is the rate the generator really dispatched
+//!    at (from the dispatch times when given, else the profile's rate). Achieved, with request
+//!    points, is the completion rate in the steady part of the step (see
+//!    `steady_completion_rate`); without them, `completed / (duration − p50 request latency)`,
+//!    which removes the drain of the last requests that a healthy server also has.
 
 use llmload_core::Benchmark;
 use serde::Serialize;
@@ -282,6 +284,57 @@ fn client_in_flight(points: &[RequestPoint], samples: usize) -> Vec<(f64, f64)> 
     out
 }
 
+/// One-sided z for "beyond the count noise" (1 %).
+const RATE_Z: f64 = 2.326;
+
+struct SteadyRate {
+    achieved: f64,
+    /// Relative standard deviation of the completion count expected from arrival randomness.
+    relative_noise: f64,
+}
+
+/// Completions per second in the steady part of the step, `[t0 + q, t1]`, where `t0`/`t1` are
+/// the first and last dispatch and `q` the p90 request latency (so that the fill at the start
+/// is skipped and the requests still draining at the end are not missed: a request dispatched
+/// at `d` with latency `L <= q` completes inside the window exactly when `d` lies in
+/// `[t0 + q − L, t1 − L]`, a span as long as the window). `None` with fewer than 20 finished
+/// requests or a window shorter than a quarter of the dispatch span.
+fn steady_completion_rate(points: &[RequestPoint]) -> Option<SteadyRate> {
+    let dispatched: Vec<f64> = points
+        .iter()
+        .map(|p| p.t_dispatch)
+        .filter(|t| t.is_finite())
+        .collect();
+    let t0 = dispatched.iter().copied().fold(f64::INFINITY, f64::min);
+    let t1 = dispatched.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let span = t1 - t0;
+    let mut lat: Vec<f64> = points
+        .iter()
+        .filter_map(|p| p.latency)
+        .filter(|l| l.is_finite())
+        .collect();
+    if lat.len() < 20 || span.is_nan() || span <= 0.0 {
+        return None;
+    }
+    lat.sort_by(f64::total_cmp);
+    let q = llmload_core::percentile(&lat, 90.0).max(0.0);
+    let (a, z) = (t0 + q, t1);
+    if z - a < 0.25 * span {
+        return None;
+    }
+    let done = points
+        .iter()
+        .filter_map(|p| p.latency.map(|l| p.t_dispatch + l))
+        .filter(|t| *t >= a && *t <= z)
+        .count();
+    let n = dispatched.len() as f64;
+    let share = (z - a) / span;
+    Some(SteadyRate {
+        achieved: done as f64 / (z - a),
+        relative_noise: ((1.0 - share) / (n * share)).sqrt() + 1.0 / n,
+    })
+}
+
 fn pct(v: f64) -> String {
     units::human(v, Dimension::Ratio)
 }
@@ -454,26 +507,50 @@ pub fn evaluate(
                     units::human(nominal, Dimension::RequestRate)
                 ));
             }
-            let d = b.window.duration_s;
-            let drain = b.metrics.request_latency_s.map_or(0.0, |s| s.p50);
-            let effective = (d - drain).max(d * 0.5);
-            if effective <= 0.0 || offered <= 0.0 {
-                CriterionResult::skipped("rate_shortfall", "empty window")
-            } else {
-                let achieved = r.completed as f64 / effective;
-                let shortfall = 1.0 - achieved / offered;
-                CriterionResult::judged(
-                    "rate_shortfall",
-                    shortfall,
-                    max,
-                    format!(
-                        "achieved {} of {} offered: {} short (limit {})",
-                        units::human(achieved, Dimension::RequestRate),
-                        units::human(offered, Dimension::RequestRate),
-                        pct(shortfall.max(0.0)),
-                        pct(max)
-                    ),
-                )
+            match steady_completion_rate(points) {
+                Some(st) if offered > 0.0 => {
+                    let shortfall = 1.0 - st.achieved / offered;
+                    let noise = RATE_Z * st.relative_noise;
+                    let mut c = CriterionResult::judged(
+                        "rate_shortfall",
+                        shortfall,
+                        max,
+                        format!(
+                            "completed {} in the steady part of the step against {} offered: {} short (limit {}; count noise {})",
+                            units::human(st.achieved, Dimension::RequestRate),
+                            units::human(offered, Dimension::RequestRate),
+                            pct(shortfall.max(0.0)),
+                            pct(max),
+                            pct(noise)
+                        ),
+                    );
+                    // Beyond the limit, and beyond what the randomness of the counts explains.
+                    c.fired = shortfall > max && shortfall > noise;
+                    c
+                }
+                _ => {
+                    let d = b.window.duration_s;
+                    let drain = b.metrics.request_latency_s.map_or(0.0, |s| s.p50);
+                    let effective = (d - drain).max(d * 0.5);
+                    if effective <= 0.0 || offered <= 0.0 {
+                        CriterionResult::skipped("rate_shortfall", "empty window")
+                    } else {
+                        let achieved = r.completed as f64 / effective;
+                        let shortfall = 1.0 - achieved / offered;
+                        CriterionResult::judged(
+                            "rate_shortfall",
+                            shortfall,
+                            max,
+                            format!(
+                                "achieved {} of {} offered: {} short (limit {})",
+                                units::human(achieved, Dimension::RequestRate),
+                                units::human(offered, Dimension::RequestRate),
+                                pct(shortfall.max(0.0)),
+                                pct(max)
+                            ),
+                        )
+                    }
+                }
             }
         }
     });
@@ -679,19 +756,51 @@ mod tests {
 
     #[test]
     fn rate_shortfall_fires_alone() {
-        let (mut b, pts) = healthy(10.0);
-        let n = b.requests.completed as f64;
-        // The drain of the last requests alone is not a shortfall.
+        // Requests take longer and longer (completions fall behind) while TTFT stays flat.
+        let (b, mut pts) = healthy(10.0);
         assert!(!evaluate(&BreakingConfig::default(), &b, None, &pts).broken);
-        // Completions stretched over 25 % more time than the dispatches.
-        b.window.duration_s = (pts.last().unwrap().t_dispatch + 2.0) * 1.25;
-        b.throughput.requests_per_s = n / b.window.duration_s;
+        for p in &mut pts {
+            p.latency = Some(2.0 + 0.3 * p.t_dispatch);
+        }
         let v = evaluate(&BreakingConfig::default(), &b, None, &pts);
+        assert_eq!(fired(&v), vec!["rate_shortfall"], "{v:#?}");
+        assert!(v.criteria[4].value.unwrap() > 0.15, "{v:#?}");
+        // Without points: the benchmark's own figures, completions stretched over 25 % more
+        // time than the dispatches.
+        let (mut b, pts) = healthy(10.0);
+        assert!(!evaluate(&BreakingConfig::default(), &b, None, &[]).broken);
+        b.window.duration_s = (pts.last().unwrap().t_dispatch + 2.0) * 1.25;
+        let v = evaluate(&BreakingConfig::default(), &b, None, &[]);
         assert_eq!(fired(&v), vec!["rate_shortfall"], "{v:#?}");
         // Closed loop: not judged.
         b.profile.rate = None;
         let v = evaluate(&BreakingConfig::default(), &b, None, &pts);
         assert!(!v.broken && !v.criteria[4].evaluated);
+    }
+
+    #[test]
+    fn widely_spread_latencies_are_no_shortfall() {
+        // A healthy server whose latencies range from 1 to 20 s (long and short answers): the
+        // drain at the end of the step must not read as a shortfall, whatever the seed.
+        for seed in 0..100 {
+            let mut r = Rng(seed);
+            let (mut t, mut pts) = (0.0, Vec::new());
+            while t < 60.0 {
+                pts.push(RequestPoint {
+                    t_dispatch: t,
+                    ttft: Some(0.2),
+                    latency: Some(1.0 + 19.0 * r.next_f64()),
+                });
+                t += r.exp(0.1);
+            }
+            let mut b = Benchmark::default();
+            b.profile.rate = Some(10.0);
+            b.requests.completed = pts.len() as u64;
+            b.window.duration_s = 80.0;
+            let v = evaluate(&BreakingConfig::default(), &b, None, &pts);
+            assert!(!v.criteria[4].fired, "seed {seed}: {:?}", v.criteria[4]);
+            assert!(v.criteria[4].evaluated);
+        }
     }
 
     #[test]
