@@ -171,13 +171,9 @@ fn main() {
         "reports (HTML + Markdown, in-flight series from requests.jsonl): {render_s:.2} s wall, {render_cpu:.2} s CPU"
     );
     println!("total: {:.2} s (bar: < 5 s)", results_s + render_s);
-    println!("reports with in-memory in-flight series (render_with_series): {mem_s:.2} s");
-    if let Some((u, s)) = cpu_seconds() {
-        println!(
-            "process CPU time so far (user + system, all phases incl. generation): {:.2} s",
-            u + s
-        );
-    }
+    println!(
+        "reports with in-memory in-flight series (render_with_series): {mem_s:.2} s wall, {mem_cpu:.2} s CPU"
+    );
     println!("HTML size: {:.2} MB (bar: < 5 MB)", html_bytes as f64 / 1e6);
     let _ = std::fs::remove_dir_all(&dir);
 }
