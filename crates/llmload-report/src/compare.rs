@@ -672,12 +672,13 @@ th,td{border:1px solid #ddd;padding:3px 7px;text-align:right}th{background:#f3f3
 svg .ctitle{font-size:13px;font-weight:600}svg .legend,svg .tick,svg .axis{font-size:11px}svg .grid{stroke:#eee}svg .frame{stroke:#999}\
 @media print{section{break-inside:avoid}}</style></head><body>\n",
     );
-    o.push_str("<section class=\"charts\">");
+    o.push_str("<h1>llmload compare</h1><section class=\"charts\">");
     for c in overlay_charts(runs, opts) {
         o.push_str(&c.render());
     }
     o.push_str("</section>\n<section>");
-    o.push_str(&markdown_to_html(&md));
+    let body = md.strip_prefix("# llmload compare\n").unwrap_or(&md);
+    o.push_str(&markdown_to_html(body));
     o.push_str("</section></body></html>\n");
     o
 }
