@@ -13,7 +13,7 @@ use std::io::{BufWriter, Write};
 use std::time::Instant;
 
 use llmload_core::results::ProfileInfo;
-use llmload_core::{Aggregator, RequestRecord, Results, ResultsRun, ResultsTool, WindowRule};
+use llmload_core::{Aggregator, RequestRecord, Results, ResultsRun, ResultsTool};
 
 fn main() {
     let n: usize = std::env::var("RECORDS")
@@ -82,10 +82,8 @@ fn main() {
     // 1. Results from the records.
     let c1 = cpu();
     let t1 = Instant::now();
-    let mut aggs: Vec<Aggregator> = (0..steps)
-        .map(|_| Aggregator::new(WindowRule::ALL, vec![]))
-        .collect();
-    for r in &mut records {
+    let mut aggs: Vec<Aggregator> = (0..steps).map(|_| Aggregator::new(vec![])).collect();
+    for r in &records {
         let b = r.benchmark;
         aggs[b].push(r, &[]);
     }
