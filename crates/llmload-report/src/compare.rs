@@ -653,6 +653,20 @@ pub fn overlay_charts(runs: &[RunData], opts: &CompareOptions) -> Vec<Chart> {
             pts.sort_by(|a, b| a.0.total_cmp(&b.0));
             c.line(&format!("#{} {}", ri + 1, r.name), pts, true);
         }
+        // The capacity SLA, where the chart shows its metric.
+        let sla_top = match key.as_str() {
+            "ttft.p95" => Some(opts.sla.ttft_p95_s * 1000.0),
+            "error_rate" => Some(opts.sla.error_rate * 100.0),
+            _ => None,
+        };
+        if let Some(top) = sla_top {
+            c.bands.push(crate::chart::Band {
+                y0: 0.0,
+                y1: top,
+                color: crate::chart::TIER_COLORS[0].to_string(),
+                label: "within SLA".into(),
+            });
+        }
         if c.has_data() {
             charts.push(c);
         }
