@@ -422,6 +422,10 @@ fn metric_title(key: &str) -> String {
 /// The comparison as Markdown (also what the console prints).
 pub fn render_markdown(runs: &[RunData], opts: &CompareOptions) -> String {
     let mut o = String::from("# llmload compare\n\n");
+    if runs.is_empty() {
+        o.push_str("No runs to compare.\n");
+        return o;
+    }
     let run_rows: Vec<Vec<String>> = runs
         .iter()
         .enumerate()
