@@ -46,8 +46,9 @@ pub fn annotate(
     points: &[RequestPoint],
 ) -> (SlaReport, BreakingVerdict) {
     let signals = b.server.as_ref().and_then(ServerSignals::from_server_value);
-    let sla = classify(tiers, b, signals.as_ref());
+    let mut sla = classify(tiers, b, signals.as_ref());
     let verdict = evaluate(breaking, b, signals.as_ref(), points);
+    sla.set_verdict(&verdict);
     b.sla = Some(sla.to_value());
     b.extra
         .insert("breaking_point".to_string(), verdict.to_value());
@@ -87,5 +88,12 @@ mod tests {
             "excellent"
         );
         assert_eq!(b.extra["breaking_point"]["limited_by"], "ttft");
+        assert_eq!(b.sla.as_ref().unwrap()["pass"], false);
+        assert!(
+            b.sla.as_ref().unwrap()["failures"][0]
+                .as_str()
+                .unwrap()
+                .starts_with("ttft: TTFT p95")
+        );
     }
 }

@@ -237,6 +237,12 @@ pub struct BreakingPoint {
     pub found: bool,
     /// The highest passing level below the lowest failing one.
     pub max_sustainable: Option<f64>,
+    /// `max_sustainable` when the dimension is `rate` (req/s).
+    pub max_sustainable_rate: Option<f64>,
+    /// `max_sustainable` when the dimension is `concurrency`.
+    pub max_sustainable_concurrency: Option<f64>,
+    /// Output tokens per second achieved at that step.
+    pub output_tokens_per_s: Option<f64>,
     pub max_sustainable_step: Option<usize>,
     /// Requests per second achieved at that step.
     pub achieved_requests_per_s: Option<f64>,
@@ -252,6 +258,8 @@ pub struct BreakingPoint {
     pub limited_by: Option<&'static str>,
     /// Every criterion fired at the first failing step, with its numbers.
     pub limiting_criteria: Vec<CriterionResult>,
+    /// The limiting criterion's sentence.
+    pub reason: Option<String>,
     /// Whether the verdicts used server metrics (any step).
     pub server_metrics: bool,
 }
@@ -264,6 +272,8 @@ pub struct SweepSummary {
     pub synchronous_rate: Option<f64>,
     pub throughput_rate: Option<f64>,
     pub steps: Vec<StepSummary>,
+    /// Whether any step was over-saturated.
+    pub oversaturated: bool,
     pub stop_reason: String,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
@@ -291,6 +301,7 @@ impl SweepSummary {
 struct Done {
     step: SweepStep,
     achieved: f64,
+    output_tokens_per_s: f64,
     verdict: BreakingVerdict,
     sla: SlaReport,
 }
@@ -555,7 +566,8 @@ impl SweepPlanner {
         }
         self.pending = None;
         let verdict = breaking::evaluate(&self.cfg.breaking, b, server, points);
-        let sla = tiers::classify(&self.cfg.tiers, b, server);
+        let mut sla = tiers::classify(&self.cfg.tiers, b, server);
+        sla.set_verdict(&verdict);
         let achieved = b.throughput.requests_per_s;
         if step.phase == Phase::Sweep
             && verdict.oversaturated
@@ -573,6 +585,7 @@ impl SweepPlanner {
         let done = Done {
             step: *step,
             achieved,
+            output_tokens_per_s: b.throughput.output_tokens_per_s,
             verdict: verdict.clone(),
             sla: sla.clone(),
         };
@@ -621,6 +634,11 @@ impl SweepPlanner {
             },
             found: fail.is_some(),
             max_sustainable: pass.map(|p| p.0),
+            max_sustainable_rate: pass.filter(|_| !self.is_concurrency()).map(|p| p.0),
+            max_sustainable_concurrency: pass.filter(|_| self.is_concurrency()).map(|p| p.0),
+            output_tokens_per_s: pass
+                .and_then(|p| by_index(p.2))
+                .map(|d| d.output_tokens_per_s),
             max_sustainable_step: pass.map(|p| p.2),
             achieved_requests_per_s: pass.and_then(|p| by_index(p.2)).map(|d| d.achieved),
             first_failing: fail.map(|f| f.0),
@@ -635,6 +653,12 @@ impl SweepPlanner {
             limiting_criteria: first_fail
                 .map(|d| d.verdict.fired().cloned().collect())
                 .unwrap_or_default(),
+            reason: first_fail.and_then(|d| {
+                d.verdict
+                    .fired()
+                    .find(|c| Some(c.name) == d.verdict.limited_by)
+                    .map(|c| format!("{}: {}", c.name, c.detail))
+            }),
             server_metrics,
         };
         if !server_metrics && !self.done.is_empty() {
@@ -663,6 +687,7 @@ impl SweepPlanner {
                 SweepMode::Rates { .. } => "rates",
                 SweepMode::Concurrency { .. } => "concurrency",
             },
+            oversaturated: self.done.iter().any(|d| d.verdict.oversaturated),
             synchronous_rate: self.achieved_of(Phase::Synchronous),
             throughput_rate: self.achieved_of(Phase::Throughput),
             steps,

@@ -175,6 +175,29 @@ impl Default for TierConfig {
     }
 }
 
+impl TierConfig {
+    /// The table as `results.extra["sla_tiers"]`: per metric the three bounds
+    /// (`ttft_s` seconds, `decode_rate` tok/s, `kv_cache_pct` percent, `queue_depth`
+    /// requests), with each bound's operator and the statistic classified.
+    pub fn to_results_value(&self) -> Value {
+        let rule = |r: &TierRule, scale: f64| {
+            serde_json::json!({
+                "excellent": r.excellent.limit * scale,
+                "acceptable": r.acceptable.limit * scale,
+                "degraded": r.degraded.limit * scale,
+                "operators": [r.excellent.op.as_str(), r.acceptable.op.as_str(), r.degraded.op.as_str()],
+                "statistic": r.statistic,
+            })
+        };
+        serde_json::json!({
+            "ttft_s": rule(&self.ttft, 1.0),
+            "decode_rate": rule(&self.decode_rate, 1.0),
+            "kv_cache_pct": rule(&self.kv_cache_usage, 100.0),
+            "queue_depth": rule(&self.queue_depth, 1.0),
+        })
+    }
+}
+
 const TTFT_STATS: [&str; 9] = [
     "mean", "median", "p50", "p90", "p95", "p99", "p999", "max", "min",
 ];
@@ -413,6 +436,16 @@ pub struct SlaReport {
     pub queue_depth: MetricTier,
     /// Whether server metrics were available for this benchmark.
     pub server_metrics: bool,
+    /// Tier per classified metric, `{"ttft": "excellent", ...}` (the same tiers as above, in
+    /// the compact shape the report reads).
+    pub tiers: std::collections::BTreeMap<String, Tier>,
+    /// Whether the step met the SLA by the breaking-point definition; set by
+    /// [`crate::annotate`] and the sweep planner, which judge both.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pass: Option<bool>,
+    /// The breaking-point criteria that fired, one sentence each.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub failures: Vec<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
 }
@@ -426,6 +459,15 @@ impl SlaReport {
             ("kv_cache_usage", &self.kv_cache_usage),
             ("queue_depth", &self.queue_depth),
         ]
+    }
+
+    /// Records the breaking-point verdict of the same step (`pass`, `failures`).
+    pub fn set_verdict(&mut self, v: &crate::breaking::BreakingVerdict) {
+        self.pass = Some(!v.broken);
+        self.failures = v
+            .fired()
+            .map(|c| format!("{}: {}", c.name, c.detail))
+            .collect();
     }
 
     /// As the JSON value to store in `benchmark.sla`.
@@ -532,8 +574,16 @@ pub fn classify(cfg: &TierConfig, b: &Benchmark, server: Option<&ServerSignals>)
         kv_cache_usage,
         queue_depth,
         server_metrics: server.is_some(),
+        tiers: Default::default(),
+        pass: None,
+        failures: Vec::new(),
         notes,
     };
+    report.tiers = report
+        .metrics()
+        .iter()
+        .filter_map(|(n, m)| m.tier.map(|t| (n.to_string(), t)))
+        .collect();
     let overall = report.metrics().iter().filter_map(|(_, m)| m.tier).max();
     report.limited_by = report
         .metrics()
@@ -658,6 +708,15 @@ mod tests {
         assert_eq!(v["overall"], "acceptable");
         assert_eq!(v["kv_cache_usage"]["tier"], Value::Null);
         assert_eq!(v["ttft"]["statistic"], "p95");
+        assert_eq!(
+            v["tiers"],
+            serde_json::json!({"ttft": "acceptable", "decode_rate": "excellent"})
+        );
+        assert!(v.get("pass").is_none());
+        let t = TierConfig::default().to_results_value();
+        assert_eq!(t["kv_cache_pct"]["acceptable"], 85.0);
+        assert_eq!(t["ttft_s"]["degraded"], 2.0);
+        assert_eq!(t["decode_rate"]["operators"][2], ">=");
         let empty = classify(&TierConfig::default(), &Benchmark::default(), None);
         assert_eq!(empty.overall, None);
         assert!(empty.ttft.reason.is_some());

@@ -128,6 +128,10 @@ fn default_sweep_order_and_bisection_finds_37_3() {
     assert!(v1["steps"].as_array().unwrap().len() == loads.len());
     assert!(v1.get("breaking_point").is_none());
     assert_eq!(v2["limited_by"], "ttft");
+    assert_eq!(v2["max_sustainable_rate"], v2["max_sustainable"]);
+    assert!(v2["max_sustainable_concurrency"].is_null());
+    assert!(v2["reason"].as_str().unwrap().starts_with("ttft: TTFT p95"));
+    assert_eq!(v1["oversaturated"], false);
 }
 
 #[test]
