@@ -15,7 +15,7 @@ pub mod units;
 
 pub use error::{ExprError, SlaError};
 pub use threshold::{
-    Threshold, ThresholdReport, ThresholdResult, check, check_all, parse_threshold,
+    Threshold, ThresholdReport, ThresholdResult, check, check_all, check_results, parse_threshold,
 };
 pub mod slo;
 pub mod tiers;

@@ -282,6 +282,27 @@ pub struct SweepSummary {
 }
 
 impl SweepSummary {
+    /// Indices of the steps that passed at or below the sustainable level (and a passing
+    /// synchronous step): where per-benchmark thresholds of a sweep are meaningful, since the
+    /// steps past the breaking point fail them by design. Pass to `check_results(.., Some(..))`.
+    pub fn sustainable_steps(&self) -> Vec<usize> {
+        let max = self
+            .breaking_point
+            .max_sustainable
+            .unwrap_or(f64::NEG_INFINITY);
+        self.steps
+            .iter()
+            .filter(|s| !s.broken)
+            .filter(|s| match s.load {
+                Load::Synchronous => true,
+                Load::Rate { rate, .. } => rate <= max,
+                Load::Concurrency { concurrency } => f64::from(concurrency) <= max,
+                Load::Throughput { .. } => false,
+            })
+            .map(|s| s.index)
+            .collect()
+    }
+
     /// The entries to add to `Results::extra`: `sweep` and `breaking_point`.
     pub fn extra_entries(&self) -> [(String, Value); 2] {
         [

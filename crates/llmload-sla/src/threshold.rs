@@ -304,13 +304,20 @@ fn resolve_metric(expr: &str, text: &str, at: usize) -> Result<(MetricRef, Dimen
         None => (text, None),
     };
     let rest_at = at + head.len() + 1;
-    if head == "server" || head == "gpu" {
+    if head == "server" || head == "gpu" || head == "breaking_point" {
         let Some(rest) = rest else {
+            let example = if head == "breaking_point" {
+                "breaking_point.max_sustainable_rate"
+            } else if head == "gpu" {
+                "gpu.utilization.mean"
+            } else {
+                "server.kv_cache_usage.max"
+            };
             return Err(perr(
                 expr,
                 at + head.len(),
                 1,
-                format!("`{head}` needs a path to a figure, e.g. {head}.kv_cache_usage.max"),
+                format!("`{head}` needs a path to a figure, e.g. {example}"),
             ));
         };
         return Ok((
@@ -439,6 +446,10 @@ pub fn value_of(metric: &MetricRef, b: &Benchmark) -> Result<f64, String> {
                 .ok_or_else(|| format!("{name} has no statistic `{stat}`"))
         }
         MetricRef::Figure { name } => figure_value(name, b),
+        MetricRef::Section { section, .. } if section == "breaking_point" => Err(
+            "breaking_point figures belong to a sweep, not to one benchmark: they are checked once per run (check_results)"
+                .into(),
+        ),
         MetricRef::Section { section, path } => {
             let root = if section == "server" {
                 &b.server
@@ -584,6 +595,106 @@ pub fn check_all(thresholds: &[Threshold], benchmarks: &[Benchmark]) -> Threshol
             benchmark: i,
             label: load_label(b),
             results,
+        });
+    }
+    report
+}
+
+impl Threshold {
+    /// Whether the threshold is on the run as a whole (`breaking_point.*`), not per benchmark.
+    pub fn is_run_level(&self) -> bool {
+        matches!(&self.metric, MetricRef::Section { section, .. } if section == "breaking_point")
+    }
+}
+
+fn json_path(root: Option<&Value>, section: &str, path: &[String]) -> Result<f64, String> {
+    let mut v = root.ok_or_else(|| {
+        format!("this run recorded no {section} (only `llmload sweep` finds a breaking point)")
+    })?;
+    for (k, part) in path.iter().enumerate() {
+        v = v.get(part).ok_or_else(|| {
+            format!(
+                "{section}.{} is not in this run's {section}",
+                path[..=k].join(".")
+            )
+        })?;
+    }
+    v.as_f64().ok_or_else(|| {
+        format!(
+            "{section}.{} is not a number ({v}){}",
+            path.join("."),
+            if v.is_null() {
+                ": the sweep found no such level"
+            } else {
+                ""
+            }
+        )
+    })
+}
+
+/// Checks a whole results file: per-benchmark thresholds on every benchmark (or on those in
+/// `only`, e.g. a sweep's steps at or below its sustainable level), and run-level thresholds
+/// (`breaking_point.max_sustainable_rate>=30`) once against `results.extra["breaking_point"]`,
+/// reported as an entry with `benchmark` = the number of benchmarks and label `run`.
+pub fn check_results(
+    thresholds: &[Threshold],
+    results: &llmload_core::Results,
+    only: Option<&[usize]>,
+) -> ThresholdReport {
+    let (run, per): (Vec<Threshold>, Vec<Threshold>) = thresholds
+        .iter()
+        .cloned()
+        .partition(Threshold::is_run_level);
+    let mut report = ThresholdReport::default();
+    if !per.is_empty() {
+        for (i, b) in results.benchmarks.iter().enumerate() {
+            if only.is_some_and(|o| !o.contains(&i)) {
+                continue;
+            }
+            let r = check(&per, b);
+            let failed = r.iter().filter(|x| !x.passed).count();
+            report.failed += failed;
+            report.passed += r.len() - failed;
+            report.benchmarks.push(BenchmarkThresholds {
+                benchmark: i,
+                label: load_label(b),
+                results: r,
+            });
+        }
+    }
+    if !run.is_empty() {
+        let root = results.extra.get("breaking_point").filter(|v| !v.is_null());
+        let r: Vec<ThresholdResult> = run
+            .iter()
+            .map(|t| {
+                let found = match &t.metric {
+                    MetricRef::Section { section, path } => json_path(root, section, path),
+                    other => Err(format!("{} is not a run-level figure", other.canonical())),
+                };
+                let (value, passed, reason) = match found {
+                    Ok(v) if v.is_finite() => (Some(v), t.op.holds(v, t.limit), None),
+                    Ok(v) => (None, false, Some(format!("the value is not finite ({v})"))),
+                    Err(why) => (None, false, Some(why)),
+                };
+                ThresholdResult {
+                    expression: t.expression.clone(),
+                    metric: t.metric.canonical(),
+                    op: t.op,
+                    limit: t.limit,
+                    value,
+                    passed,
+                    reason,
+                    dimension: t.dimension,
+                }
+            })
+            .collect();
+        let failed = r.iter().filter(|x| !x.passed).count();
+        report.failed += failed;
+        report.passed += r.len() - failed;
+        report.benchmarks.push(BenchmarkThresholds {
+            benchmark: results.benchmarks.len(),
+            label: "run".into(),
+            results: r,
         });
     }
     report
@@ -768,6 +879,57 @@ mod tests {
         let r = check_all(&bad, &[b.clone(), b]);
         assert_eq!((r.passed, r.failed, r.exit_code()), (2, 2, 99));
         assert_eq!(check_all(&[], &[]).exit_code(), 0);
+    }
+
+    #[test]
+    fn run_level_thresholds_on_the_breaking_point() {
+        let mut results = llmload_core::Results {
+            schema: llmload_core::SCHEMA.into(),
+            tool: Default::default(),
+            run: Default::default(),
+            benchmarks: vec![bench(), bench()],
+            extra: Default::default(),
+        };
+        let ts = parse_thresholds([
+            "breaking_point.max_sustainable_rate>=30",
+            "breaking_point.max_sustainable_concurrency>=4",
+            "ttft.p95<2s",
+        ])
+        .unwrap();
+        assert!(ts[0].is_run_level() && !ts[2].is_run_level());
+        // Per benchmark, a run-level figure is refused with a reason.
+        assert!(!check(&ts[..1], &bench())[0].passed);
+        let r = check_results(&ts, &results, None);
+        assert_eq!((r.passed, r.failed), (2, 2));
+        let run = r.benchmarks.last().unwrap();
+        assert_eq!((run.benchmark, run.label.as_str()), (2, "run"));
+        assert!(
+            run.results[0]
+                .reason
+                .as_deref()
+                .unwrap()
+                .contains("no breaking_point")
+        );
+        results.extra.insert(
+            "breaking_point".into(),
+            serde_json::json!({"max_sustainable_rate": 36.9, "max_sustainable_concurrency": null}),
+        );
+        let r = check_results(&ts, &results, Some(&[1]));
+        assert_eq!(r.benchmarks.len(), 2);
+        assert_eq!(r.benchmarks[0].benchmark, 1);
+        let run = &r.benchmarks[1].results;
+        assert!(run[0].passed && run[0].value == Some(36.9));
+        assert!(
+            !run[1].passed
+                && run[1]
+                    .reason
+                    .as_deref()
+                    .unwrap()
+                    .contains("found no such level")
+        );
+        assert_eq!(r.exit_code(), 99);
+        let e = parse_threshold("breaking_point<3").unwrap_err();
+        assert!(e.message.contains("max_sustainable_rate"));
     }
 
     #[test]

@@ -132,6 +132,11 @@ fn default_sweep_order_and_bisection_finds_37_3() {
     assert!(v2["max_sustainable_concurrency"].is_null());
     assert!(v2["reason"].as_str().unwrap().starts_with("ttft: TTFT p95"));
     assert_eq!(v1["oversaturated"], false);
+    // Synchronous and the rates up to the sustainable one; not throughput, not failing steps.
+    let ok = s.sustainable_steps();
+    assert_eq!(ok[..7], [0, 2, 3, 4, 5, 6, 7]);
+    assert!(ok.contains(&bp.max_sustainable_step.unwrap()));
+    assert!(!ok.contains(&1) && !ok.contains(&bp.first_failing_step.unwrap()));
 }
 
 #[test]
