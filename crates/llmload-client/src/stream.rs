@@ -496,3 +496,147 @@ mod tests {
         assert_eq!(s.error.unwrap().0, ErrorClass::Protocol);
     }
 }
+
+#[cfg(test)]
+mod prop_tests {
+    use super::*;
+    use crate::sse::{SseItem, SseParser};
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone)]
+    enum Ev {
+        Content(String),
+        Reasoning(String),
+        Comment,
+        Usage(u64),
+        /// The same content event with its JSON spread over two `data:` lines.
+        TwoLines(String),
+    }
+
+    fn ev() -> impl Strategy<Value = Ev> {
+        prop_oneof![
+            4 => "\\PC{0,6}".prop_map(Ev::Content),
+            1 => "\\PC{1,4}".prop_map(Ev::Reasoning),
+            1 => Just(Ev::Comment),
+            1 => (0u64..100).prop_map(Ev::Usage),
+            1 => "\\PC{1,4}".prop_map(Ev::TwoLines),
+        ]
+    }
+
+    fn render(evs: &[Ev], eol: &str, prefix: &str, done: bool) -> Vec<u8> {
+        let mut s = String::new();
+        let data = |s: &mut String, lines: &[String]| {
+            for l in lines {
+                s.push_str(prefix);
+                s.push_str(l);
+                s.push_str(eol);
+            }
+            s.push_str(eol);
+        };
+        for e in evs {
+            match e {
+                Ev::Content(t) => data(
+                    &mut s,
+                    &[serde_json::json!({"choices":[{"index":0,"delta":{"content":t}}]}).to_string()],
+                ),
+                Ev::Reasoning(t) => data(
+                    &mut s,
+                    &[serde_json::json!({"choices":[{"delta":{"reasoning_content":t}}]}).to_string()],
+                ),
+                Ev::Comment => {
+                    s.push_str(": ping");
+                    s.push_str(eol);
+                    s.push_str(eol);
+                }
+                Ev::Usage(n) => data(
+                    &mut s,
+                    &[serde_json::json!({"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":n}}).to_string()],
+                ),
+                Ev::TwoLines(t) => data(
+                    &mut s,
+                    &[
+                        "{\"choices\":".to_string(),
+                        serde_json::json!([{"delta":{"content":t}}]).to_string() + "}",
+                    ],
+                ),
+            }
+        }
+        if done {
+            data(&mut s, &["[DONE]".to_string()]);
+        }
+        s.into_bytes()
+    }
+
+    /// Parse `bytes` delivered in pieces; the summary of what was understood.
+    fn interpret(
+        bytes: &[u8],
+        cuts: &[usize],
+    ) -> (Vec<Vec<u8>>, String, String, u32, Option<Usage>, bool, bool) {
+        let mut parser = SseParser::new();
+        let mut st = ResponseState::new(true, false);
+        let mut events = Vec::new();
+        let mut invalid = false;
+        let mut pos = 0;
+        let mut points: Vec<usize> = cuts.iter().map(|c| c % (bytes.len() + 1)).collect();
+        points.sort_unstable();
+        points.push(bytes.len());
+        for (i, p) in points.into_iter().enumerate() {
+            if p < pos {
+                continue;
+            }
+            let piece = &bytes[pos..p];
+            pos = p;
+            parser.feed(piece, &mut |it| {
+                match it {
+                    SseItem::Event { data, name } => {
+                        events.push(data.to_vec());
+                        st.on_event(data, name, i as f64);
+                    }
+                    SseItem::Invalid(_) => invalid = true,
+                }
+                true
+            });
+        }
+        let trailing = parser.finish(&mut |_| true);
+        assert!(trailing.is_none());
+        (
+            events,
+            st.answer,
+            st.other_text,
+            st.output_events,
+            st.usage,
+            st.done,
+            invalid,
+        )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+        #[test]
+        fn random_splits_give_identical_results(
+            evs in proptest::collection::vec(ev(), 0..12),
+            eol in prop_oneof![Just("\n"), Just("\r\n"), Just("\r")],
+            prefix in prop_oneof![Just("data: "), Just("data:")],
+            done in any::<bool>(),
+            cuts in proptest::collection::vec(any::<usize>(), 0..24),
+        ) {
+            let bytes = render(&evs, eol, prefix, done);
+            let whole = interpret(&bytes, &[]);
+            let split = interpret(&bytes, &cuts);
+            prop_assert_eq!(&whole, &split);
+            // And the whole parse is right.
+            let expect_answer: String = evs.iter().filter_map(|e| match e {
+                Ev::Content(t) | Ev::TwoLines(t) => Some(t.as_str()),
+                _ => None,
+            }).collect();
+            prop_assert_eq!(&whole.1, &expect_answer);
+            let expect_events = evs.iter().filter(|e| match e {
+                Ev::Content(t) | Ev::TwoLines(t) | Ev::Reasoning(t) => !t.is_empty(),
+                _ => false,
+            }).count() as u32;
+            prop_assert_eq!(whole.3, expect_events);
+            prop_assert_eq!(whole.5, done);
+            prop_assert!(!whole.6);
+        }
+    }
+}
