@@ -10,7 +10,8 @@
 //!   runtime: 1 thread; client runtime: 1 thread, or LLMLOAD_BENCH_CLIENT_THREADS), at 64,
 //!   128 and 256 concurrent closed-loop workers; also client+server CPU seconds per 1,000
 //!   requests. LLMLOAD_BENCH_TARGET=http://127.0.0.1:8000 measures against an external server
-//!   (e.g. `examples/fast_server.rs`) instead.
+//!   (e.g. `examples/fast_server.rs`) instead; LLMLOAD_BENCH_NO_STREAM=1 sends non-streaming
+//!   requests (to compare with `wrk`).
 //! - ttft: 128 concurrent streams against the scripted server, which logs when it wrote each
 //!   request's first token; |client t_first_token - server write| p50/p99/max.
 //! - memory: STREAMS (default 10,000) concurrent slow streams against a scripted server in a
@@ -104,11 +105,19 @@ fn fast_server_thread(tokens: u32) -> url::Url {
 fn throughput(secs: f64) {
     let url = fast_server_thread(16);
     let rt = client_runtime();
-    println!("# throughput: streamed chat requests of 16 tokens, closed loop, {secs} s per point");
+    let mode = if std::env::var_os("LLMLOAD_BENCH_NO_STREAM").is_some() {
+        "non-streamed"
+    } else {
+        "streamed"
+    };
+    println!(
+        "# throughput: {mode} chat requests of 16 tokens, closed loop, {secs} s per point, target {url}"
+    );
     println!("concurrency  requests  req/s     errors  cpu_s/1000req(process)  ttft_p50_us");
     for conc in [64usize, 128, 256] {
         let mut cfg = ClientConfig::new(url.clone(), "fast-model");
         cfg.max_connections = conc;
+        cfg.stream = std::env::var_os("LLMLOAD_BENCH_NO_STREAM").is_none();
         let client = Client::new(cfg, None).unwrap();
         let (n, errs, cpu, elapsed, ttft50) = rt.block_on(async {
             // Warm the pool.

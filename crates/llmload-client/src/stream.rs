@@ -11,7 +11,7 @@ use crate::error::snippet;
 #[derive(Deserialize, Default)]
 struct ChunkJson<'a> {
     #[serde(default, borrow)]
-    choices: Option<Vec<ChoiceJson<'a>>>,
+    choices: Option<Choices<'a>>,
     #[serde(default)]
     usage: Option<UsageJson>,
     #[serde(default)]
@@ -23,6 +23,46 @@ struct ChunkJson<'a> {
     message: Option<Cow<'a, str>>,
     #[serde(default)]
     code: Option<serde_json::Value>,
+}
+
+/// The `choices` array; the first choice is held inline (no allocation for `n = 1`).
+#[derive(Default)]
+struct Choices<'a> {
+    first: Option<ChoiceJson<'a>>,
+    rest: Vec<ChoiceJson<'a>>,
+}
+
+impl<'a> Choices<'a> {
+    fn iter(&self) -> impl Iterator<Item = &ChoiceJson<'a>> {
+        self.first.iter().chain(self.rest.iter())
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Choices<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for V<'a> {
+            type Value = Choices<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an array of choices")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut c = Choices::default();
+                while let Some(x) = seq.next_element::<ChoiceJson<'a>>()? {
+                    if c.first.is_none() {
+                        c.first = Some(x);
+                    } else {
+                        c.rest.push(x);
+                    }
+                }
+                Ok(c)
+            }
+        }
+        d.deserialize_seq(V(std::marker::PhantomData))
+    }
 }
 
 #[derive(Deserialize, Default)]
@@ -124,6 +164,16 @@ impl ResponseState {
             record_chunks,
             ..Default::default()
         }
+    }
+
+    /// Room for `events` output events (saves regrowing the vectors per request).
+    pub(crate) fn with_capacity(mut self, events: usize) -> Self {
+        let n = events.min(1 << 14);
+        self.gaps.reserve_exact(n.saturating_sub(1));
+        if self.record_chunks {
+            self.chunk_times.reserve_exact(n);
+        }
+        self
     }
 
     /// One SSE event's data, arrived at `t`.
@@ -242,7 +292,7 @@ impl ResponseState {
         let Some(choices) = &chunk.choices else {
             return out;
         };
-        for c in choices {
+        for c in choices.iter() {
             if let Some(f) = &c.finish_reason {
                 self.finish_reason = Some(f.to_string());
             }
