@@ -11,7 +11,8 @@
 //!   128 and 256 concurrent closed-loop workers; also client+server CPU seconds per 1,000
 //!   requests. LLMLOAD_BENCH_TARGET=http://127.0.0.1:8000 measures against an external server
 //!   (e.g. `examples/fast_server.rs`) instead; LLMLOAD_BENCH_NO_STREAM=1 sends non-streaming
-//!   requests (to compare with `wrk`).
+//!   requests (to compare with `wrk`); LLMLOAD_BENCH_TOKENS=64 changes the answer length
+//!   (start the external server with the same `--tokens`).
 //! - ttft: 128 concurrent streams against the scripted server, which logs when it wrote each
 //!   request's first token; |client t_first_token - server write| p50/p99/max.
 //! - memory: STREAMS (default 10,000) concurrent slow streams against a scripted server in a
@@ -103,7 +104,11 @@ fn fast_server_thread(tokens: u32) -> url::Url {
 }
 
 fn throughput(secs: f64) {
-    let url = fast_server_thread(16);
+    let tokens: u32 = std::env::var("LLMLOAD_BENCH_TOKENS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(16);
+    let url = fast_server_thread(tokens);
     let rt = client_runtime();
     let mode = if std::env::var_os("LLMLOAD_BENCH_NO_STREAM").is_some() {
         "non-streamed"
@@ -147,7 +152,9 @@ fn throughput(secs: f64) {
                     let mut ttfts = Vec::new();
                     while !stop.load(Ordering::Relaxed) {
                         let out = client.send(&spec, epoch, &cancel).await;
-                        if out.record.error.is_some() || out.record.output_tokens != Some(16) {
+                        if out.record.error.is_some()
+                            || out.record.output_tokens != Some(u64::from(tokens))
+                        {
                             errors.fetch_add(1, Ordering::Relaxed);
                         }
                         if let Some(t) = out.record.ttft() {
