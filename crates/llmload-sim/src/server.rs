@@ -88,8 +88,11 @@ impl AppState {
         lock(&self.http).clone()
     }
 
-    pub fn set_faults(&self, f: Faults) {
-        *lock(&self.ready_at) = Instant::now() + Duration::from_secs_f64(f.unready_for_s.max(0.0));
+    /// Replaces the faults; `rearm_slow_start` restarts the not-ready period from now.
+    pub fn set_faults(&self, f: Faults, rearm_slow_start: bool) {
+        if rearm_slow_start {
+            *lock(&self.ready_at) = Instant::now() + Duration::from_secs_f64(f.unready_for_s.max(0.0));
+        }
         *lock(&self.faults) = f;
     }
 
@@ -319,7 +322,7 @@ async fn post_faults(State(st): State<Arc<AppState>>, body: Bytes) -> Response {
     };
     match st.faults().patched(&v) {
         Ok(f) => {
-            st.set_faults(f.clone());
+            st.set_faults(f.clone(), v.get("unready_for_s").is_some());
             axum::Json(f).into_response()
         }
         Err(m) => bad_request(m, None),
@@ -774,6 +777,11 @@ struct StreamState {
 
 async fn next_frame(mut s: StreamState) -> Option<(Result<Bytes, std::io::Error>, StreamState)> {
     if let Some(e) = s.cut_error.take() {
+        // break the connection when the next token would have been sent (this also lets the
+        // transport flush what was already written)
+        let _ = s.rx.recv().await;
+        // hyper drops buffered bytes when a body fails: give it a moment to write them
+        tokio::time::sleep(Duration::from_millis(5)).await;
         return Some((Err(e), s));
     }
     if s.finished {
