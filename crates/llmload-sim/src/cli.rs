@@ -79,8 +79,10 @@ impl SimArgs {
     pub fn load_profile(&self) -> Result<Profile, SimError> {
         match &self.profile_file {
             Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|e| SimError::ProfileFile { path: path.display().to_string(), source: e })?;
+                let text = std::fs::read_to_string(path).map_err(|e| SimError::ProfileFile {
+                    path: path.display().to_string(),
+                    source: e,
+                })?;
                 Profile::from_toml(&text, &path.display().to_string())
             }
             None => Profile::builtin(&self.profile),
@@ -96,10 +98,16 @@ impl SimArgs {
             cut_rate: self.cut_rate,
             stall_ms: self.stall_ms,
             stall_after_tokens: self.stall_after_tokens,
-            stall_rate: if self.stall_ms > 0 { self.stall_rate } else { 0.0 },
+            stall_rate: if self.stall_ms > 0 {
+                self.stall_rate
+            } else {
+                0.0
+            },
             unready_for_s: self.slow_start,
         };
-        faults.validate().map_err(|m| SimError::Config(format!("fault flags: {m}")))?;
+        faults
+            .validate()
+            .map_err(|m| SimError::Config(format!("fault flags: {m}")))?;
         Ok(SimConfig {
             profile: self.load_profile()?,
             model_name: self.model.clone(),

@@ -1,6 +1,8 @@
 //! `/metrics` conformance: every family of the real vLLM 0.25.0 exposition (names, types, HELP,
 //! label names, histogram buckets) and promtool's verdict.
 
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -52,11 +54,16 @@ fn parse(text: &str) -> BTreeMap<String, Family> {
                 Some(i) => (&line[..i], &line[i + 1..line.rfind('}').unwrap()]),
                 None => (line.split(' ').next().unwrap(), ""),
             };
-            let fam = [name, name.trim_end_matches("_bucket"), name.trim_end_matches("_count"), name.trim_end_matches("_sum")]
-                .into_iter()
-                .find(|n| fams.contains_key(*n))
-                .unwrap_or_else(|| panic!("sample {name} without a family"))
-                .to_string();
+            let fam = [
+                name,
+                name.trim_end_matches("_bucket"),
+                name.trim_end_matches("_count"),
+                name.trim_end_matches("_sum"),
+            ]
+            .into_iter()
+            .find(|n| fams.contains_key(*n))
+            .unwrap_or_else(|| panic!("sample {name} without a family"))
+            .to_string();
             let f = fams.get_mut(&fam).unwrap();
             f.samples += 1;
             for (k, v) in parse_labels(labels) {
@@ -90,7 +97,12 @@ async fn exercised_server() -> (llmload_sim::SimHandle, String) {
             "stream": true, "stream_options": {"include_usage": true}})).await;
         assert_eq!(s, 200);
     }
-    post(&c, &format!("{base}/v1/completions"), &json!({"prompt": "a b c", "max_tokens": 2})).await;
+    post(
+        &c,
+        &format!("{base}/v1/completions"),
+        &json!({"prompt": "a b c", "max_tokens": 2}),
+    )
+    .await;
     let (s, text) = get(&c, &format!("{base}/metrics")).await;
     assert_eq!(s, 200);
     (h, text)
@@ -106,12 +118,18 @@ async fn every_real_family_is_served_with_the_same_type_help_labels_and_buckets(
         if name.starts_with("python_") || name.starts_with("process_") {
             continue; // Python runtime metrics: not simulated
         }
-        let of = ours.get(name).unwrap_or_else(|| panic!("missing family {name}"));
+        let of = ours
+            .get(name)
+            .unwrap_or_else(|| panic!("missing family {name}"));
         assert_eq!(of.kind, rf.kind, "{name}: type");
         assert_eq!(of.help, rf.help, "{name}: HELP");
         if name == "vllm:cache_config_info" {
             // an open map: ours is a subset of the real labels
-            assert!(of.label_names.is_subset(&rf.label_names), "{name}: {:?}", of.label_names);
+            assert!(
+                of.label_names.is_subset(&rf.label_names),
+                "{name}: {:?}",
+                of.label_names
+            );
         } else {
             assert_eq!(of.label_names, rf.label_names, "{name}: label names");
         }
@@ -120,7 +138,10 @@ async fn every_real_family_is_served_with_the_same_type_help_labels_and_buckets(
     }
     assert!(checked >= 70, "{checked} families checked");
     for name in ours.keys() {
-        assert!(real.contains_key(name), "family {name} is not in the real exposition");
+        assert!(
+            real.contains_key(name),
+            "family {name} is not in the real exposition"
+        );
     }
     // the values agree with the simulator's ground truth
     let k = h.counters();
@@ -132,12 +153,24 @@ async fn every_real_family_is_served_with_the_same_type_help_labels_and_buckets(
         "vllm:request_success_total{{engine=\"0\",finished_reason=\"length\",model_name=\"qwen3-4b-dummy\"}} {}.0",
         k.finished_length
     )));
-    assert!(ours_text.contains("http_requests_total{handler=\"/v1/chat/completions\",method=\"POST\",status=\"2xx\"} 3.0"));
-    assert!(ours_text.contains("http_requests_total{handler=\"/v1/models\",method=\"GET\",status=\"2xx\"} 1.0"));
-    assert!(!ours_text.contains("handler=\"/metrics\""), "/metrics is not counted");
+    assert!(ours_text.contains(
+        "http_requests_total{handler=\"/v1/chat/completions\",method=\"POST\",status=\"2xx\"} 3.0"
+    ));
+    assert!(
+        ours_text.contains(
+            "http_requests_total{handler=\"/v1/models\",method=\"GET\",status=\"2xx\"} 1.0"
+        )
+    );
+    assert!(
+        !ours_text.contains("handler=\"/metrics\""),
+        "/metrics is not counted"
+    );
     assert!(ours_text.contains("num_gpu_blocks=\"26658\""));
     // the mid-run dump has the same families
-    assert_eq!(parse(REAL_MID).keys().collect::<Vec<_>>(), real.keys().collect::<Vec<_>>());
+    assert_eq!(
+        parse(REAL_MID).keys().collect::<Vec<_>>(),
+        real.keys().collect::<Vec<_>>()
+    );
     h.shutdown().await.unwrap();
 }
 
@@ -152,7 +185,11 @@ fn promtool(text: &str) -> Option<(i32, String)> {
         .ok()?;
     child.stdin.take()?.write_all(text.as_bytes()).ok()?;
     let out = child.wait_with_output().ok()?;
-    let msg = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let msg = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     Some((out.status.code().unwrap_or(-1), msg))
 }
 
@@ -160,7 +197,11 @@ fn promtool(text: &str) -> Option<(i32, String)> {
 fn lint_kinds(msg: &str) -> BTreeSet<String> {
     msg.lines()
         .filter(|l| !l.trim().is_empty())
-        .map(|l| l.split_once(' ').map(|(_, k)| k.to_string()).unwrap_or_default())
+        .map(|l| {
+            l.split_once(' ')
+                .map(|(_, k)| k.to_string())
+                .unwrap_or_default()
+        })
         .collect()
 }
 
@@ -168,7 +209,9 @@ fn lint_kinds(msg: &str) -> BTreeSet<String> {
 async fn promtool_accepts_the_exposition_as_it_accepts_vllms() {
     let (h, ours) = exercised_server().await;
     let Some((rc_real, msg_real)) = promtool(REAL) else {
-        println!("NOTICE: promtool not installed (apt-get install prometheus); promtool check skipped");
+        println!(
+            "NOTICE: promtool not installed (apt-get install prometheus); promtool check skipped"
+        );
         h.shutdown().await.unwrap();
         return;
     };
@@ -178,7 +221,10 @@ async fn promtool_accepts_the_exposition_as_it_accepts_vllms() {
     assert_ne!(rc_real, 1);
     let allowed = lint_kinds(&msg_real);
     for k in lint_kinds(&msg) {
-        assert!(allowed.contains(&k), "lint finding vLLM does not have: {k}\n{msg}");
+        assert!(
+            allowed.contains(&k),
+            "lint finding vLLM does not have: {k}\n{msg}"
+        );
     }
     h.shutdown().await.unwrap();
 }

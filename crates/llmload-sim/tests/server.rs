@@ -1,6 +1,8 @@
 //! End-to-end tests of the HTTP server on 127.0.0.1 (ephemeral ports), with a large speedup so
 //! they take milliseconds of wall time.
 
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
 mod common;
 
 use common::*;
@@ -8,7 +10,12 @@ use llmload_sim::{Faults, Profile, SimConfig, spawn};
 use serde_json::json;
 
 fn cfg(profile: &str, speedup: f64) -> SimConfig {
-    SimConfig { profile: Profile::builtin(profile).unwrap(), speedup, seed: 1, ..SimConfig::default() }
+    SimConfig {
+        profile: Profile::builtin(profile).unwrap(),
+        speedup,
+        seed: 1,
+        ..SimConfig::default()
+    }
 }
 
 #[tokio::test]
@@ -41,7 +48,14 @@ async fn streaming_chat_is_shaped_like_vllm_and_counted() {
     let content: Vec<_> = ev[1..ev.len() - 1].iter().collect();
     let words: usize = content
         .iter()
-        .map(|e| e["choices"][0]["delta"]["content"].as_str().unwrap().split(' ').count() - 1)
+        .map(|e| {
+            e["choices"][0]["delta"]["content"]
+                .as_str()
+                .unwrap()
+                .split(' ')
+                .count()
+                - 1
+        })
         .sum();
     assert_eq!(words, 8);
     let last = content.last().unwrap();
@@ -62,7 +76,11 @@ async fn streaming_chat_is_shaped_like_vllm_and_counted() {
     assert_eq!(k.finished_length, 1);
     assert_eq!(k.generation_tokens, 8);
     assert_eq!(k.prompt_tokens, prompt_tokens);
-    assert_eq!(h.http_metrics().requests("/v1/chat/completions", "POST", "2xx"), 1);
+    assert_eq!(
+        h.http_metrics()
+            .requests("/v1/chat/completions", "POST", "2xx"),
+        1
+    );
     h.shutdown().await.unwrap();
 }
 
@@ -95,8 +113,12 @@ async fn completions_non_stream_and_continuous_usage() {
     assert_eq!(last_completion, 4);
 
     // without ignore_eos the output length is sampled, and may stop early
-    let (s, body) = post(&c, &format!("{base}/v1/chat/completions"),
-        &json!({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 3000})).await;
+    let (s, body) = post(
+        &c,
+        &format!("{base}/v1/chat/completions"),
+        &json!({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 3000}),
+    )
+    .await;
     assert_eq!(s, 200);
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     let n = v["usage"]["completion_tokens"].as_u64().unwrap();
@@ -111,21 +133,42 @@ async fn errors_are_shaped_like_vllm() {
     let h = spawn(cfg("qwen3-4b-fp8", 20.0)).await.unwrap();
     let c = client();
     let url = format!("{}/v1/chat/completions", h.base_url());
-    let (s, b) = post(&c, &url, &json!({"model": "nope", "messages": [{"role": "user", "content": "x"}]})).await;
+    let (s, b) = post(
+        &c,
+        &url,
+        &json!({"model": "nope", "messages": [{"role": "user", "content": "x"}]}),
+    )
+    .await;
     assert_eq!(s, 404);
     let v: serde_json::Value = serde_json::from_str(&b).unwrap();
     assert_eq!(v["error"]["type"], "NotFoundError");
     assert_eq!(v["error"]["code"], 404);
     assert!(v["error"]["message"].as_str().unwrap().contains("nope"));
 
-    let (s, b) = post(&c, &url, &json!({"messages": [{"role": "user", "content": "x"}], "max_tokens": 5000})).await;
+    let (s, b) = post(
+        &c,
+        &url,
+        &json!({"messages": [{"role": "user", "content": "x"}], "max_tokens": 5000}),
+    )
+    .await;
     assert_eq!(s, 400);
     let v: serde_json::Value = serde_json::from_str(&b).unwrap();
     assert_eq!(v["error"]["type"], "BadRequestError");
-    assert!(v["error"]["message"].as_str().unwrap().contains("maximum context length is 4096"), "{b}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("maximum context length is 4096"),
+        "{b}"
+    );
 
     let long = "word ".repeat(5000);
-    let (s, b) = post(&c, &url, &json!({"messages": [{"role": "user", "content": long}]})).await;
+    let (s, b) = post(
+        &c,
+        &url,
+        &json!({"messages": [{"role": "user", "content": long}]}),
+    )
+    .await;
     assert_eq!(s, 400);
     assert!(b.contains("input tokens"), "{b}");
 
@@ -145,24 +188,56 @@ async fn errors_are_shaped_like_vllm() {
 #[tokio::test]
 async fn faults_error_rate_cut_slow_start_and_admin_endpoint() {
     let mut c0 = cfg("qwen3-4b-fp8", 20.0);
-    c0.faults = Faults { unready_for_s: 0.3, ..Faults::default() };
+    c0.faults = Faults {
+        unready_for_s: 0.3,
+        ..Faults::default()
+    };
     let h = spawn(c0).await.unwrap();
     let c = client();
     let base = h.base_url();
     assert_eq!(get(&c, &format!("{base}/health")).await.0, 503);
     let chat = json!({"messages": [{"role": "user", "content": "x"}], "max_tokens": 10, "ignore_eos": true, "stream": true});
-    assert_eq!(post_stream(&c, &format!("{base}/v1/chat/completions"), &chat).await.0, 503);
-    assert_eq!(get(&c, &format!("{base}/metrics")).await.0, 200, "metrics stay up");
+    assert_eq!(
+        post_stream(&c, &format!("{base}/v1/chat/completions"), &chat)
+            .await
+            .0,
+        503
+    );
+    assert_eq!(
+        get(&c, &format!("{base}/metrics")).await.0,
+        200,
+        "metrics stay up"
+    );
     tokio::time::sleep(std::time::Duration::from_millis(350)).await;
     assert_eq!(get(&c, &format!("{base}/health")).await.0, 200);
 
-    let (s, b) = post(&c, &format!("{base}/admin/faults"), &json!({"error_rate": 1.0})).await;
+    let (s, b) = post(
+        &c,
+        &format!("{base}/admin/faults"),
+        &json!({"error_rate": 1.0}),
+    )
+    .await;
     assert_eq!(s, 200, "{b}");
-    assert_eq!(post_stream(&c, &format!("{base}/v1/chat/completions"), &chat).await.0, 500);
-    let (s, _) = post(&c, &format!("{base}/admin/faults"), &json!({"error_rate": 7})).await;
+    assert_eq!(
+        post_stream(&c, &format!("{base}/v1/chat/completions"), &chat)
+            .await
+            .0,
+        500
+    );
+    let (s, _) = post(
+        &c,
+        &format!("{base}/admin/faults"),
+        &json!({"error_rate": 7}),
+    )
+    .await;
     assert_eq!(s, 400);
 
-    post(&c, &format!("{base}/admin/faults"), &json!({"error_rate": 0.0, "cut_after_tokens": 3})).await;
+    post(
+        &c,
+        &format!("{base}/admin/faults"),
+        &json!({"error_rate": 0.0, "cut_after_tokens": 3}),
+    )
+    .await;
     let long = json!({"messages": [{"role": "user", "content": "x"}], "max_tokens": 3000, "ignore_eos": true, "stream": true});
     let (s, text, broken) = post_stream(&c, &format!("{base}/v1/chat/completions"), &long).await;
     assert_eq!(s, 200);
@@ -170,7 +245,11 @@ async fn faults_error_rate_cut_slow_start_and_admin_endpoint() {
     assert!(!text.contains("[DONE]"));
     let words: usize = sse_events(&text)
         .iter()
-        .filter_map(|e| e["choices"][0]["delta"]["content"].as_str().map(|s| s.split(' ').count() - 1))
+        .filter_map(|e| {
+            e["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(|s| s.split(' ').count() - 1)
+        })
         .sum();
     assert_eq!(words, 3);
     // the engine sees a client disconnect: finished_reason="abort"
@@ -190,7 +269,12 @@ async fn faults_error_rate_cut_slow_start_and_admin_endpoint() {
 async fn rate_limit_once_requests_wait() {
     let mut p = Profile::builtin("qwen3-4b-fp8").unwrap();
     p.scheduler.max_num_seqs = 1;
-    let mut c0 = SimConfig { profile: p, speedup: 1.0, seed: 3, ..SimConfig::default() };
+    let mut c0 = SimConfig {
+        profile: p,
+        speedup: 1.0,
+        seed: 3,
+        ..SimConfig::default()
+    };
     c0.faults.rate_limit_waiting = Some(0);
     let h = spawn(c0).await.unwrap();
     let base = h.base_url();
@@ -199,7 +283,9 @@ async fn rate_limit_once_requests_wait() {
     let mut tasks = Vec::new();
     for _ in 0..2 {
         let (url, body) = (format!("{base}/v1/chat/completions"), long.clone());
-        tasks.push(tokio::spawn(async move { post_stream(&client(), &url, &body).await }));
+        tasks.push(tokio::spawn(async move {
+            post_stream(&client(), &url, &body).await
+        }));
     }
     let mut waited = false;
     for _ in 0..200 {
@@ -210,7 +296,12 @@ async fn rate_limit_once_requests_wait() {
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
     assert!(waited, "a request should be waiting");
-    let (s, b) = post(&client(), &format!("{base}/v1/chat/completions"), &json!({"messages": [{"role": "user", "content": "x"}]})).await;
+    let (s, b) = post(
+        &client(),
+        &format!("{base}/v1/chat/completions"),
+        &json!({"messages": [{"role": "user", "content": "x"}]}),
+    )
+    .await;
     assert_eq!(s, 429, "{b}");
     assert!(b.contains("RateLimitError"));
     for t in tasks {
@@ -255,18 +346,36 @@ async fn images_add_tokens_by_resolution() {
     png.extend_from_slice(&448u32.to_be_bytes());
     png.extend_from_slice(&448u32.to_be_bytes());
     png.extend_from_slice(&[8, 2, 0, 0, 0]);
-    let url = format!("data:image/png;base64,{}", base64::engine::general_purpose::STANDARD.encode(&png));
-    let msg = |u: &str| json!({"messages": [{"role": "user", "content": [
+    let url = format!(
+        "data:image/png;base64,{}",
+        base64::engine::general_purpose::STANDARD.encode(&png)
+    );
+    let msg = |u: &str| {
+        json!({"messages": [{"role": "user", "content": [
         {"type": "text", "text": "Describe"}, {"type": "image_url", "image_url": {"url": u}}]}],
-        "max_tokens": 2, "ignore_eos": true});
-    let (s, b) = post(&c, &format!("{}/v1/chat/completions", h.base_url()), &msg(&url)).await;
+        "max_tokens": 2, "ignore_eos": true})
+    };
+    let (s, b) = post(
+        &c,
+        &format!("{}/v1/chat/completions", h.base_url()),
+        &msg(&url),
+    )
+    .await;
     assert_eq!(s, 200, "{b}");
     let v: serde_json::Value = serde_json::from_str(&b).unwrap();
     let text_only = 2 + 5 + 3; // "Describe" + template
-    assert_eq!(v["usage"]["prompt_tokens"].as_u64().unwrap(), 196 + text_only);
+    assert_eq!(
+        v["usage"]["prompt_tokens"].as_u64().unwrap(),
+        196 + text_only
+    );
     // a text-only profile refuses images
     let h2 = spawn(cfg("qwen3-4b-fp8", 50.0)).await.unwrap();
-    let (s, _) = post(&c, &format!("{}/v1/chat/completions", h2.base_url()), &msg(&url)).await;
+    let (s, _) = post(
+        &c,
+        &format!("{}/v1/chat/completions", h2.base_url()),
+        &msg(&url),
+    )
+    .await;
     assert_eq!(s, 400);
     h.shutdown().await.unwrap();
     h2.shutdown().await.unwrap();

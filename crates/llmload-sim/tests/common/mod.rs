@@ -1,5 +1,5 @@
 //! A tiny HTTP client for the end-to-end tests (loopback only).
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used)]
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -14,7 +14,9 @@ pub fn client() -> C {
 }
 
 pub async fn get(c: &C, url: &str) -> (u16, String) {
-    let req = hyper::Request::get(url).body(Full::new(Bytes::new())).unwrap();
+    let req = hyper::Request::get(url)
+        .body(Full::new(Bytes::new()))
+        .unwrap();
     let resp = c.request(req).await.unwrap();
     let status = resp.status().as_u16();
     let body = resp.into_body().collect().await.unwrap().to_bytes();
