@@ -350,7 +350,10 @@ impl Engine {
 
     /// Plans the next step at time `now`. Returns `None` when there is nothing to run.
     pub fn schedule(&mut self, now: f64) -> Option<StepStats> {
-        debug_assert!(self.current.is_none(), "schedule() while a step is in flight");
+        debug_assert!(
+            self.current.is_none(),
+            "schedule() while a step is in flight"
+        );
         let mut stats = StepStats::default();
         let mut budget = self.cfg.max_num_batched_tokens;
         let mut sched: Vec<(u64, u32)> = Vec::new();
@@ -395,7 +398,9 @@ impl Engine {
         // 2. waiting requests, in order, unless this step preempted
         if stats.preempted.is_empty() {
             while budget > 0 && (self.running.len() as u32) < self.cfg.max_num_seqs {
-                let Some(&id) = self.waiting.front() else { break };
+                let Some(&id) = self.waiting.front() else {
+                    break;
+                };
                 let Some(st) = self.reqs.get(&id) else {
                     self.waiting.pop_front();
                     continue;
@@ -415,10 +420,14 @@ impl Engine {
                 let hit_tokens = hit_blocks.len() as u32 * self.cfg.block_size;
                 let remaining = num_tokens - st.computed - hit_tokens;
                 let new = remaining.min(budget);
-                let total_blocks = (st.computed + hit_tokens + new).div_ceil(self.cfg.block_size) as usize;
+                let total_blocks =
+                    (st.computed + hit_tokens + new).div_ceil(self.cfg.block_size) as usize;
                 let need = total_blocks.saturating_sub(st.blocks.len() + hit_blocks.len());
                 // blocks that are hits but currently free are not available for allocation
-                let hits_free = hit_blocks.iter().filter(|&&b| self.pool.ref_cnt[b as usize] == 0).count();
+                let hits_free = hit_blocks
+                    .iter()
+                    .filter(|&&b| self.pool.ref_cnt[b as usize] == 0)
+                    .count();
                 if (self.pool.free as usize) < need + hits_free {
                     break;
                 }
@@ -428,7 +437,10 @@ impl Engine {
                 }
                 let first_time = st.scheduled_t.is_none();
                 let ok = {
-                    let st = self.reqs.get_mut(&id).expect("request present: looked up above");
+                    let st = self
+                        .reqs
+                        .get_mut(&id)
+                        .expect("request present: looked up above");
                     st.blocks.extend(hit_blocks.iter().copied());
                     st.hashed_blocks = hit_blocks.len();
                     st.computed += hit_tokens;
@@ -454,9 +466,14 @@ impl Engine {
         if sched.is_empty() {
             return None;
         }
-        let mut shape = StepShape { new_requests: stats.shape.new_requests, ..Default::default() };
+        let mut shape = StepShape {
+            new_requests: stats.shape.new_requests,
+            ..Default::default()
+        };
         for &(id, new) in &sched {
-            let Some(st) = self.reqs.get_mut(&id) else { continue };
+            let Some(st) = self.reqs.get_mut(&id) else {
+                continue;
+            };
             shape.tokens += new as u64;
             shape.seqs += 1;
             shape.kv_tokens_read += st.computed as u64;
@@ -479,12 +496,16 @@ impl Engine {
 
     /// Completes the step in flight at time `now`; appends the tokens it produced to `out`.
     pub fn complete_step(&mut self, out: &mut Vec<StepOutput>) {
-        let Some(sched) = self.current.take() else { return };
+        let Some(sched) = self.current.take() else {
+            return;
+        };
         let bs = self.cfg.block_size;
         let max_len = self.cfg.max_model_len;
         let mut finished_ids = Vec::new();
         for (id, new) in sched {
-            let Some(st) = self.reqs.get_mut(&id) else { continue };
+            let Some(st) = self.reqs.get_mut(&id) else {
+                continue;
+            };
             st.computed += new;
             // register newly completed full prompt blocks in the prefix cache
             if self.cfg.enable_prefix_caching {
@@ -522,7 +543,13 @@ impl Engine {
             } else {
                 None
             };
-            out.push(StepOutput { id, first, finished, prompt_tokens: st.req.prompt_tokens, cached_tokens: st.cached_tokens });
+            out.push(StepOutput {
+                id,
+                first,
+                finished,
+                prompt_tokens: st.req.prompt_tokens,
+                cached_tokens: st.cached_tokens,
+            });
         }
         for id in finished_ids {
             if let Some(st) = self.reqs.remove(&id) {
@@ -657,7 +684,9 @@ mod tests {
         let mut preempted = Vec::new();
         let mut finished = Vec::new();
         for step in 0..400 {
-            let Some(s) = e.schedule(step as f64) else { break };
+            let Some(s) = e.schedule(step as f64) else {
+                break;
+            };
             preempted.extend(s.preempted.iter().copied());
             let mut out = Vec::new();
             e.complete_step(&mut out);

@@ -24,7 +24,11 @@ pub struct LevelResult {
 
 fn unique_hashes(id: u64, prompt: u32, block: u32) -> Vec<u64> {
     (0..(prompt / block) as u64)
-        .map(|i| (id.wrapping_mul(0x9E37_79B9_7F4A_7C15)) ^ (i.wrapping_mul(0xC2B2_AE3D_27D4_EB4F)) ^ 0x5bd1e995)
+        .map(|i| {
+            (id.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+                ^ (i.wrapping_mul(0xC2B2_AE3D_27D4_EB4F))
+                ^ 0x5bd1e995
+        })
         .collect()
 }
 
@@ -46,7 +50,13 @@ pub fn text_request(id: u64, prompt: u32, output: u32, block: u32) -> SimRequest
 
 fn summarize(sim: &Sim, streams: u32, duration: f64, samples: &Samples) -> LevelResult {
     let m = sim.metrics();
-    let mean = |h: &crate::metrics::Histogram| if h.count() == 0 { 0.0 } else { 1e3 * h.sum() / h.count() as f64 };
+    let mean = |h: &crate::metrics::Histogram| {
+        if h.count() == 0 {
+            0.0
+        } else {
+            1e3 * h.sum() / h.count() as f64
+        }
+    };
     LevelResult {
         streams,
         requests: m.e2e_request_latency.count(),
@@ -63,8 +73,16 @@ fn summarize(sim: &Sim, streams: u32, duration: f64, samples: &Samples) -> Level
         waiting_max: samples.waiting_max,
         running_max: samples.running_max,
         duration_s: duration,
-        output_tokens_per_s: if duration > 0.0 { m.generation_tokens as f64 / duration } else { 0.0 },
-        requests_per_s: if duration > 0.0 { m.e2e_request_latency.count() as f64 / duration } else { 0.0 },
+        output_tokens_per_s: if duration > 0.0 {
+            m.generation_tokens as f64 / duration
+        } else {
+            0.0
+        },
+        requests_per_s: if duration > 0.0 {
+            m.e2e_request_latency.count() as f64 / duration
+        } else {
+            0.0
+        },
     }
 }
 

@@ -43,13 +43,20 @@ impl Default for Faults {
 impl Faults {
     /// Checks ranges; the message names the field.
     pub fn validate(&self) -> Result<(), String> {
-        for (name, v) in [("error_rate", self.error_rate), ("cut_rate", self.cut_rate), ("stall_rate", self.stall_rate)] {
+        for (name, v) in [
+            ("error_rate", self.error_rate),
+            ("cut_rate", self.cut_rate),
+            ("stall_rate", self.stall_rate),
+        ] {
             if !(0.0..=1.0).contains(&v) {
                 return Err(format!("{name} must be between 0 and 1, got {v}"));
             }
         }
         if !(self.unready_for_s >= 0.0 && self.unready_for_s.is_finite()) {
-            return Err(format!("unready_for_s must be >= 0, got {}", self.unready_for_s));
+            return Err(format!(
+                "unready_for_s must be >= 0, got {}",
+                self.unready_for_s
+            ));
         }
         Ok(())
     }

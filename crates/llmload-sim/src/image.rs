@@ -42,12 +42,19 @@ pub fn probe_data_url(url: &str) -> Result<ImageInfo, ImageError> {
         h = h.wrapping_mul(0x0000_0100_0000_01b3);
     }
     h ^= bytes.len() as u64;
-    Ok(ImageInfo { width, height, hash: h })
+    Ok(ImageInfo {
+        width,
+        height,
+        hash: h,
+    })
 }
 
 /// Width and height from PNG or JPEG bytes.
 pub fn probe(b: &[u8]) -> Option<(u32, u32)> {
-    if b.len() >= 24 && b.starts_with(&[0x89, b'P', b'N', b'G', 0x0D, 0x0A, 0x1A, 0x0A]) && &b[12..16] == b"IHDR" {
+    if b.len() >= 24
+        && b.starts_with(&[0x89, b'P', b'N', b'G', 0x0D, 0x0A, 0x1A, 0x0A])
+        && &b[12..16] == b"IHDR"
+    {
         let w = u32::from_be_bytes([b[16], b[17], b[18], b[19]]);
         let h = u32::from_be_bytes([b[20], b[21], b[22], b[23]]);
         return Some((w, h));
@@ -133,9 +140,15 @@ mod tests {
         assert_eq!(probe(&png(640, 480)), Some((640, 480)));
         assert_eq!(probe(&jpeg(896, 448)), Some((896, 448)));
         assert_eq!(probe(b"GIF89a"), None);
-        let url = format!("data:image/png;base64,{}", base64::engine::general_purpose::STANDARD.encode(png(448, 448)));
+        let url = format!(
+            "data:image/png;base64,{}",
+            base64::engine::general_purpose::STANDARD.encode(png(448, 448))
+        );
         assert_eq!(probe_data_url(&url).unwrap().width, 448);
-        assert_eq!(probe_data_url("http://x/y.png"), Err(ImageError::NotDataUrl));
+        assert_eq!(
+            probe_data_url("http://x/y.png"),
+            Err(ImageError::NotDataUrl)
+        );
     }
 
     #[test]

@@ -33,12 +33,20 @@ pub use sim::SimCounters;
 pub enum SimError {
     #[error("profile {origin}: {message}")]
     Profile { origin: String, message: String },
-    #[error("unknown profile {name:?}; built-in profiles: {known} (see `llmload sim --list-profiles`)")]
+    #[error(
+        "unknown profile {name:?}; built-in profiles: {known} (see `llmload sim --list-profiles`)"
+    )]
     UnknownProfile { name: String, known: String },
     #[error("cannot read profile file {path}: {source}")]
-    ProfileFile { path: String, source: std::io::Error },
+    ProfileFile {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("cannot bind {addr}: {source} (choose another --port or --host)")]
-    Bind { addr: String, source: std::io::Error },
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
     #[error("invalid option: {0}")]
     Config(String),
     #[error("server error: {0}")]
@@ -64,7 +72,8 @@ pub struct SimConfig {
 impl Default for SimConfig {
     fn default() -> Self {
         SimConfig {
-            profile: Profile::builtin(DEFAULT_PROFILE).expect("the default profile is built in and valid"),
+            profile: Profile::builtin(DEFAULT_PROFILE)
+                .expect("the default profile is built in and valid"),
             model_name: None,
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             speedup: 1.0,
@@ -155,7 +164,9 @@ impl SimHandle {
             None => Ok(()),
         };
         let rt = self.state.rt.clone();
-        tokio::task::spawn_blocking(move || rt.shutdown()).await.ok();
+        tokio::task::spawn_blocking(move || rt.shutdown())
+            .await
+            .ok();
         res
     }
 
@@ -186,7 +197,10 @@ impl Drop for SimHandle {
 /// current tokio runtime.
 pub async fn spawn(cfg: SimConfig) -> Result<SimHandle, SimError> {
     if !(cfg.speedup.is_finite() && cfg.speedup > 0.0) {
-        return Err(SimError::Config(format!("--speedup must be a positive number, got {}", cfg.speedup)));
+        return Err(SimError::Config(format!(
+            "--speedup must be a positive number, got {}",
+            cfg.speedup
+        )));
     }
     if let Some(0) = cfg.api_servers {
         return Err(SimError::Config("--api-servers must be at least 1".into()));
@@ -194,16 +208,35 @@ pub async fn spawn(cfg: SimConfig) -> Result<SimHandle, SimError> {
     cfg.faults.validate().map_err(SimError::Config)?;
     let listener = tokio::net::TcpListener::bind(cfg.addr)
         .await
-        .map_err(|e| SimError::Bind { addr: cfg.addr.to_string(), source: e })?;
+        .map_err(|e| SimError::Bind {
+            addr: cfg.addr.to_string(),
+            source: e,
+        })?;
     let addr = listener.local_addr()?;
-    let model = cfg.model_name.clone().unwrap_or_else(|| cfg.profile.served_model_name.clone());
+    let model = cfg
+        .model_name
+        .clone()
+        .unwrap_or_else(|| cfg.profile.served_model_name.clone());
     let sim = sim::Sim::new(&cfg.profile, cfg.api_servers, cfg.seed);
     let rt = runtime::Runtime::start(sim, cfg.speedup);
     let profile_name = cfg.profile.name.clone();
-    let state = Arc::new(server::AppState::new(rt, Arc::new(cfg.profile), model.clone(), cfg.faults, cfg.seed));
+    let state = Arc::new(server::AppState::new(
+        rt,
+        Arc::new(cfg.profile),
+        model.clone(),
+        cfg.faults,
+        cfg.seed,
+    ));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(server::serve(listener, state.clone(), async move {
         let _ = stopped.await;
     }));
-    Ok(SimHandle { addr, profile_name, model_name: model, state, stop: Some(stop), task: Some(task) })
+    Ok(SimHandle {
+        addr,
+        profile_name,
+        model_name: model,
+        state,
+        stop: Some(stop),
+        task: Some(task),
+    })
 }

@@ -18,8 +18,9 @@ pub const ITL_BUCKETS: &[f64] = &[
     0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 20.0,
     40.0, 80.0,
 ];
-pub const ITERATION_TOKENS_BUCKETS: &[f64] =
-    &[1.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 2048.0, 4096.0, 8192.0, 16384.0];
+pub const ITERATION_TOKENS_BUCKETS: &[f64] = &[
+    1.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 2048.0, 4096.0, 8192.0, 16384.0,
+];
 pub const PARAMS_N_BUCKETS: &[f64] = &[1.0, 2.0, 5.0, 10.0, 20.0];
 const HTTP_HIGHR_BUCKETS: &[f64] = &[
     0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 4.5, 5.0,
@@ -55,7 +56,12 @@ pub struct Histogram {
 
 impl Histogram {
     pub fn new(bounds: &[f64]) -> Self {
-        Histogram { bounds: bounds.to_vec(), counts: vec![0; bounds.len()], sum: 0.0, count: 0 }
+        Histogram {
+            bounds: bounds.to_vec(),
+            counts: vec![0; bounds.len()],
+            sum: 0.0,
+            count: 0,
+        }
     }
 
     pub fn observe(&mut self, v: f64) {
@@ -191,18 +197,29 @@ impl HttpMetrics {
             400..=499 => "4xx",
             _ => "5xx",
         };
-        *self.requests.entry((handler.to_string(), method, class)).or_insert(0) += 1;
-        let e = self.request_size.entry(handler.to_string()).or_insert((0, 0.0));
+        *self
+            .requests
+            .entry((handler.to_string(), method, class))
+            .or_insert(0) += 1;
+        let e = self
+            .request_size
+            .entry(handler.to_string())
+            .or_insert((0, 0.0));
         e.0 += 1;
         e.1 += request_bytes as f64;
-        let e = self.response_size.entry(handler.to_string()).or_insert((0, 0.0));
+        let e = self
+            .response_size
+            .entry(handler.to_string())
+            .or_insert((0, 0.0));
         e.0 += 1;
         e.1 += response_bytes as f64;
         self.duration
             .entry((handler.to_string(), method))
             .or_insert_with(|| Histogram::new(HTTP_DURATION_BUCKETS))
             .observe(seconds);
-        self.highr.get_or_insert_with(|| Histogram::new(HTTP_HIGHR_BUCKETS)).observe(seconds);
+        self.highr
+            .get_or_insert_with(|| Histogram::new(HTTP_HIGHR_BUCKETS))
+            .observe(seconds);
     }
 
     /// Count of requests for a handler and status class (for tests).
@@ -221,7 +238,11 @@ pub fn fmt_float(d: f64) -> String {
         return "NaN".into();
     }
     if d.is_infinite() {
-        return if d > 0.0 { "+Inf".into() } else { "-Inf".into() };
+        return if d > 0.0 {
+            "+Inf".into()
+        } else {
+            "-Inf".into()
+        };
     }
     let s = format!("{d:?}");
     if d > 0.0 && !s.contains('e') {
@@ -270,7 +291,12 @@ impl W<'_> {
     }
 
     fn sample(&mut self, name: &str, extra: &[(&str, &str)], v: f64) {
-        let _ = writeln!(self.out, "{name}{{{}}} {}", self.labels(extra), fmt_float(v));
+        let _ = writeln!(
+            self.out,
+            "{name}{{{}}} {}",
+            self.labels(extra),
+            fmt_float(v)
+        );
     }
 
     fn labels(&self, extra: &[(&str, &str)]) -> String {
@@ -319,12 +345,18 @@ impl W<'_> {
 }
 
 fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 /// Renders the exposition (Prometheus text format 0.0.4 / 1.0.0 as vLLM serves it).
 pub fn render(inp: &ExpositionInput<'_>) -> String {
-    let mut w = W { out: String::with_capacity(48 * 1024), created: fmt_float(inp.created_unix), base: inp.model_name };
+    let mut w = W {
+        out: String::with_capacity(48 * 1024),
+        created: fmt_float(inp.created_unix),
+        base: inp.model_name,
+    };
     let e = inp.engine;
     let none: &[(&str, &str)] = &[];
     w.counter(
@@ -342,26 +374,54 @@ pub fn render(inp: &ExpositionInput<'_>) -> String {
         "Estimated number of bytes written to memory per GPU (for Model Flops Utilization calculations).",
         &[(none, 0)],
     );
-    w.family("vllm:num_requests_running", "gauge", "Number of requests in model execution batches.");
+    w.family(
+        "vllm:num_requests_running",
+        "gauge",
+        "Number of requests in model execution batches.",
+    );
     w.sample("vllm:num_requests_running", none, inp.gauges.running as f64);
-    w.family("vllm:num_requests_waiting", "gauge", "Number of requests waiting to be processed.");
+    w.family(
+        "vllm:num_requests_waiting",
+        "gauge",
+        "Number of requests waiting to be processed.",
+    );
     w.sample("vllm:num_requests_waiting", none, inp.gauges.waiting as f64);
     w.family(
         "vllm:num_requests_waiting_by_reason",
         "gauge",
         "Number of waiting requests by reason. Reason labels: 'capacity' = waiting for scheduling capacity; 'deferred' = deferred by transient constraints (LoRA budget, KV transfer, blocked status). Sum of all reasons equals vllm:num_requests_waiting.",
     );
-    w.sample("vllm:num_requests_waiting_by_reason", &[("reason", "capacity")], inp.gauges.waiting as f64);
-    w.sample("vllm:num_requests_waiting_by_reason", &[("reason", "deferred")], 0.0);
+    w.sample(
+        "vllm:num_requests_waiting_by_reason",
+        &[("reason", "capacity")],
+        inp.gauges.waiting as f64,
+    );
+    w.sample(
+        "vllm:num_requests_waiting_by_reason",
+        &[("reason", "deferred")],
+        0.0,
+    );
     w.family(
         "vllm:engine_sleep_state",
         "gauge",
         "Engine sleep state; awake = 0 means engine is sleeping; awake = 1 means engine is awake; weights_offloaded = 1 means sleep level 1; discard_all = 1 means sleep level 2.",
     );
     w.sample("vllm:engine_sleep_state", &[("sleep_state", "awake")], 1.0);
-    w.sample("vllm:engine_sleep_state", &[("sleep_state", "weights_offloaded")], 0.0);
-    w.sample("vllm:engine_sleep_state", &[("sleep_state", "discard_all")], 0.0);
-    w.family("vllm:kv_cache_usage_perc", "gauge", "KV-cache usage. 1 means 100 percent usage.");
+    w.sample(
+        "vllm:engine_sleep_state",
+        &[("sleep_state", "weights_offloaded")],
+        0.0,
+    );
+    w.sample(
+        "vllm:engine_sleep_state",
+        &[("sleep_state", "discard_all")],
+        0.0,
+    );
+    w.family(
+        "vllm:kv_cache_usage_perc",
+        "gauge",
+        "KV-cache usage. 1 means 100 percent usage.",
+    );
     w.sample("vllm:kv_cache_usage_perc", none, inp.gauges.kv_cache_usage);
     w.counter(
         "vllm:prefix_cache_queries",
@@ -398,12 +458,19 @@ pub fn render(inp: &ExpositionInput<'_>) -> String {
         "Cumulative number of preemption from the engine.",
         &[(none, e.num_preemptions)],
     );
-    w.counter("vllm:prompt_tokens", "Number of prefill tokens processed.", &[(none, e.prompt_tokens)]);
+    w.counter(
+        "vllm:prompt_tokens",
+        "Number of prefill tokens processed.",
+        &[(none, e.prompt_tokens)],
+    );
     w.counter(
         "vllm:prompt_tokens_by_source",
         "Number of prompt tokens by source.",
         &[
-            (&[("source", "local_compute")], e.prompt_tokens_local_compute),
+            (
+                &[("source", "local_compute")],
+                e.prompt_tokens_local_compute,
+            ),
             (&[("source", "local_cache_hit")], e.prompt_tokens_cache_hit),
             (&[("source", "external_kv_transfer")], 0),
         ],
@@ -413,7 +480,11 @@ pub fn render(inp: &ExpositionInput<'_>) -> String {
         "Number of cached prompt tokens (local + external).",
         &[(none, e.prompt_tokens_cache_hit)],
     );
-    w.counter("vllm:generation_tokens", "Number of generation tokens processed.", &[(none, e.generation_tokens)]);
+    w.counter(
+        "vllm:generation_tokens",
+        "Number of generation tokens processed.",
+        &[(none, e.generation_tokens)],
+    );
     w.counter(
         "vllm:request_success",
         "Count of successfully processed requests.",
@@ -425,7 +496,11 @@ pub fn render(inp: &ExpositionInput<'_>) -> String {
             (&[("finished_reason", "repetition")], 0),
         ],
     );
-    w.histogram("vllm:request_prompt_tokens", "Number of prefill tokens processed.", &e.request_prompt_tokens);
+    w.histogram(
+        "vllm:request_prompt_tokens",
+        "Number of prefill tokens processed.",
+        &e.request_prompt_tokens,
+    );
     w.histogram(
         "vllm:request_generation_tokens",
         "Number of generation tokens processed.",
@@ -441,7 +516,11 @@ pub fn render(inp: &ExpositionInput<'_>) -> String {
         "Histogram of maximum number of requested generation tokens.",
         &e.request_max_num_generation_tokens,
     );
-    w.histogram("vllm:request_params_n", "Histogram of the n request parameter.", &e.request_params_n);
+    w.histogram(
+        "vllm:request_params_n",
+        "Histogram of the n request parameter.",
+        &e.request_params_n,
+    );
     w.histogram(
         "vllm:request_params_max_tokens",
         "Histogram of the max_tokens request parameter.",
@@ -492,7 +571,11 @@ pub fn render(inp: &ExpositionInput<'_>) -> String {
         "Histogram of new KV tokens computed during prefill (excluding cached tokens).",
         &e.request_prefill_kv_computed_tokens,
     );
-    w.family("vllm:cache_config_info", "gauge", "Information of the LLMEngine CacheConfig");
+    w.family(
+        "vllm:cache_config_info",
+        "gauge",
+        "Information of the LLMEngine CacheConfig",
+    );
     {
         let mut labels: Vec<(String, String)> = inp.cache_config.to_vec();
         labels.push(("engine".into(), "0".into()));
@@ -510,7 +593,10 @@ pub fn render(inp: &ExpositionInput<'_>) -> String {
 
 fn render_http(out: &mut String, h: &HttpMetrics, created: &str) {
     let help = "Total number of requests by method, status and handler.";
-    let _ = writeln!(out, "# HELP http_requests_total {help}\n# TYPE http_requests_total counter");
+    let _ = writeln!(
+        out,
+        "# HELP http_requests_total {help}\n# TYPE http_requests_total counter"
+    );
     for ((hd, m, s), v) in &h.requests {
         let _ = writeln!(
             out,
@@ -519,7 +605,10 @@ fn render_http(out: &mut String, h: &HttpMetrics, created: &str) {
             fmt_float(*v as f64)
         );
     }
-    let _ = writeln!(out, "# HELP http_requests_created {help}\n# TYPE http_requests_created gauge");
+    let _ = writeln!(
+        out,
+        "# HELP http_requests_created {help}\n# TYPE http_requests_created gauge"
+    );
     for (hd, m, s) in h.requests.keys() {
         let _ = writeln!(
             out,
@@ -528,35 +617,75 @@ fn render_http(out: &mut String, h: &HttpMetrics, created: &str) {
         );
     }
     for (name, map, what) in [
-        ("http_request_size_bytes", &h.request_size, "incoming requests"),
-        ("http_response_size_bytes", &h.response_size, "outgoing responses"),
+        (
+            "http_request_size_bytes",
+            &h.request_size,
+            "incoming requests",
+        ),
+        (
+            "http_response_size_bytes",
+            &h.response_size,
+            "outgoing responses",
+        ),
     ] {
         let help = format!(
             "Content length of {what} by handler. Only value of header is respected. Otherwise ignored. No percentile calculated. "
         );
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} summary");
         for (hd, (c, s)) in map {
-            let _ = writeln!(out, "{name}_count{{handler=\"{}\"}} {}", escape(hd), fmt_float(*c as f64));
-            let _ = writeln!(out, "{name}_sum{{handler=\"{}\"}} {}", escape(hd), fmt_float(*s));
+            let _ = writeln!(
+                out,
+                "{name}_count{{handler=\"{}\"}} {}",
+                escape(hd),
+                fmt_float(*c as f64)
+            );
+            let _ = writeln!(
+                out,
+                "{name}_sum{{handler=\"{}\"}} {}",
+                escape(hd),
+                fmt_float(*s)
+            );
         }
-        let _ = writeln!(out, "# HELP {name}_created {help}\n# TYPE {name}_created gauge");
+        let _ = writeln!(
+            out,
+            "# HELP {name}_created {help}\n# TYPE {name}_created gauge"
+        );
         for hd in map.keys() {
-            let _ = writeln!(out, "{name}_created{{handler=\"{}\"}} {created}", escape(hd));
+            let _ = writeln!(
+                out,
+                "{name}_created{{handler=\"{}\"}} {created}",
+                escape(hd)
+            );
         }
     }
     let help = "Latency with many buckets but no API specific labels. Made for more accurate percentile calculations. ";
     let name = "http_request_duration_highr_seconds";
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
-    let highr = h.highr.clone().unwrap_or_else(|| Histogram::new(HTTP_HIGHR_BUCKETS));
+    let highr = h
+        .highr
+        .clone()
+        .unwrap_or_else(|| Histogram::new(HTTP_HIGHR_BUCKETS));
     let mut cum = 0;
     for (b, c) in highr.bounds.iter().zip(&highr.counts) {
         cum += c;
-        let _ = writeln!(out, "{name}_bucket{{le=\"{}\"}} {}", fmt_float(*b), fmt_float(cum as f64));
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{le=\"{}\"}} {}",
+            fmt_float(*b),
+            fmt_float(cum as f64)
+        );
     }
-    let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {}", fmt_float(highr.count as f64));
+    let _ = writeln!(
+        out,
+        "{name}_bucket{{le=\"+Inf\"}} {}",
+        fmt_float(highr.count as f64)
+    );
     let _ = writeln!(out, "{name}_count {}", fmt_float(highr.count as f64));
     let _ = writeln!(out, "{name}_sum {}", fmt_float(highr.sum));
-    let _ = writeln!(out, "# HELP {name}_created {help}\n# TYPE {name}_created gauge\n{name}_created {created}");
+    let _ = writeln!(
+        out,
+        "# HELP {name}_created {help}\n# TYPE {name}_created gauge\n{name}_created {created}"
+    );
     let help = "Latency with only few buckets by handler. Made to be only used if aggregation by handler is important. ";
     let name = "http_request_duration_seconds";
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
@@ -572,13 +701,32 @@ fn render_http(out: &mut String, h: &HttpMetrics, created: &str) {
                 fmt_float(cum as f64)
             );
         }
-        let _ = writeln!(out, "{name}_bucket{{handler=\"{hd}\",le=\"+Inf\",method=\"{m}\"}} {}", fmt_float(hist.count as f64));
-        let _ = writeln!(out, "{name}_count{{handler=\"{hd}\",method=\"{m}\"}} {}", fmt_float(hist.count as f64));
-        let _ = writeln!(out, "{name}_sum{{handler=\"{hd}\",method=\"{m}\"}} {}", fmt_float(hist.sum));
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{handler=\"{hd}\",le=\"+Inf\",method=\"{m}\"}} {}",
+            fmt_float(hist.count as f64)
+        );
+        let _ = writeln!(
+            out,
+            "{name}_count{{handler=\"{hd}\",method=\"{m}\"}} {}",
+            fmt_float(hist.count as f64)
+        );
+        let _ = writeln!(
+            out,
+            "{name}_sum{{handler=\"{hd}\",method=\"{m}\"}} {}",
+            fmt_float(hist.sum)
+        );
     }
-    let _ = writeln!(out, "# HELP {name}_created {help}\n# TYPE {name}_created gauge");
+    let _ = writeln!(
+        out,
+        "# HELP {name}_created {help}\n# TYPE {name}_created gauge"
+    );
     for (hd, m) in h.duration.keys() {
-        let _ = writeln!(out, "{name}_created{{handler=\"{}\",method=\"{m}\"}} {created}", escape(hd));
+        let _ = writeln!(
+            out,
+            "{name}_created{{handler=\"{}\",method=\"{m}\"}} {created}",
+            escape(hd)
+        );
     }
 }
 
@@ -601,7 +749,9 @@ mod tests {
     fn buckets_125_stop_at_max_model_len() {
         assert_eq!(
             buckets_125(4096),
-            vec![1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0]
+            vec![
+                1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0
+            ]
         );
         assert_eq!(*buckets_125(40960).last().unwrap(), 20000.0);
     }

@@ -93,7 +93,10 @@ impl StepModel {
             cpu_per_seq_ms: p.engine.cpu_per_seq_us / 1000.0,
             cpu_per_new_ms: p.engine.cpu_per_new_request_ms,
             vision_base_ms: p.vision.as_ref().map_or(0.0, |v| v.encoder_base_ms),
-            vision_per_patch_ms: p.vision.as_ref().map_or(0.0, |v| v.encoder_us_per_patch / 1000.0),
+            vision_per_patch_ms: p
+                .vision
+                .as_ref()
+                .map_or(0.0, |v| v.encoder_us_per_patch / 1000.0),
         };
         let min_ctx = p
             .calibration
@@ -181,7 +184,9 @@ impl StepModel {
 
     /// Engine-core CPU time of a step (scheduling, input preparation, output processing).
     pub fn cpu_ms(&self, s: &StepShape) -> f64 {
-        self.cpu_base_ms + self.cpu_per_seq_ms * s.seqs as f64 + self.cpu_per_new_ms * s.new_requests as f64
+        self.cpu_base_ms
+            + self.cpu_per_seq_ms * s.seqs as f64
+            + self.cpu_per_new_ms * s.new_requests as f64
     }
 
     /// Wall time of a step: the engine core prepares the next step while the GPU runs, so
@@ -198,7 +203,13 @@ impl StepModel {
             .iter()
             .map(|d| d[1])
             .fold(f64::INFINITY, f64::min);
-        let max_b = p.calibration.decode.iter().filter(|d| d[1] == min_ctx).map(|d| d[0]).fold(0.0, f64::max);
+        let max_b = p
+            .calibration
+            .decode
+            .iter()
+            .filter(|d| d[1] == min_ctx)
+            .map(|d| d[0])
+            .fold(0.0, f64::max);
         let mut out = Vec::new();
         for d in &p.calibration.decode {
             let (b, l) = (d[0] as u64, d[1] as u64);
@@ -246,7 +257,10 @@ impl StepModel {
 pub fn calibration_table(profiles: &[Profile]) -> String {
     use std::fmt::Write;
     let mut s = String::new();
-    let _ = writeln!(s, "| profile | kind | B | L | P | measured ms | model ms | error | knot |");
+    let _ = writeln!(
+        s,
+        "| profile | kind | B | L | P | measured ms | model ms | error | knot |"
+    );
     let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|");
     for p in profiles {
         let m = StepModel::from_profile(p);
@@ -257,8 +271,16 @@ pub fn calibration_table(profiles: &[Profile]) -> String {
                 p.name,
                 e.kind,
                 e.batch,
-                if e.context == 0 { "-".into() } else { e.context.to_string() },
-                if e.prompt == 0 { "-".into() } else { e.prompt.to_string() },
+                if e.context == 0 {
+                    "-".into()
+                } else {
+                    e.context.to_string()
+                },
+                if e.prompt == 0 {
+                    "-".into()
+                } else {
+                    e.prompt.to_string()
+                },
                 e.measured_ms,
                 e.model_ms,
                 100.0 * e.rel_error(),
@@ -282,7 +304,13 @@ mod tests {
     #[test]
     fn single_stream_decode_qwen3_4b_bf16_is_4_6_ms() {
         let (_, m) = model("qwen3-4b-bf16-h100");
-        let s = StepShape { tokens: 1, seqs: 1, kv_tokens_read: 512, max_context: 512, ..Default::default() };
+        let s = StepShape {
+            tokens: 1,
+            seqs: 1,
+            kv_tokens_read: 512,
+            max_context: 512,
+            ..Default::default()
+        };
         let ms = m.gpu_ms(&s);
         assert!((ms - 4.609).abs() / 4.609 < 0.05, "{ms}");
         // and the step (GPU and CPU overlap) too
@@ -300,8 +328,18 @@ mod tests {
                     continue;
                 }
                 // prefill points under the largest decode batch are predicted by decode knots
-                let tol = if e.kind == "prefill" && !e.is_knot { 0.10 } else { 0.05 };
-                assert!(e.rel_error().abs() <= tol, "{}: {:?} err {:.3}", p.name, e, e.rel_error());
+                let tol = if e.kind == "prefill" && !e.is_knot {
+                    0.10
+                } else {
+                    0.05
+                };
+                assert!(
+                    e.rel_error().abs() <= tol,
+                    "{}: {:?} err {:.3}",
+                    p.name,
+                    e,
+                    e.rel_error()
+                );
             }
         }
     }
@@ -309,11 +347,17 @@ mod tests {
     #[test]
     fn mixed_steps_are_not_decode_plus_prefill() {
         let (p, m) = model("qwen3-4b-bf16-h100");
-        for e in m.calibration_errors(&p).into_iter().filter(|e| e.kind == "mixed") {
+        for e in m
+            .calibration_errors(&p)
+            .into_iter()
+            .filter(|e| e.kind == "mixed")
+        {
             // within 15 % of the torch measurement (real vLLM is faster than torch here)
             assert!(e.rel_error().abs() < 0.15, "{e:?}");
             let sum = m.dense_ms(e.batch as f64) + m.dense_ms(e.prompt as f64);
-            assert!(e.model_ms < sum + m.attention_ms((e.batch * e.context) as f64, e.context as f64));
+            assert!(
+                e.model_ms < sum + m.attention_ms((e.batch * e.context) as f64, e.context as f64)
+            );
         }
     }
 
@@ -331,7 +375,13 @@ mod tests {
     fn precision_changes_step_time() {
         let (_, bf) = model("qwen3-4b-bf16-h100");
         let (_, fp) = model("qwen3-4b-fp8");
-        let s = StepShape { tokens: 1, seqs: 1, kv_tokens_read: 512, max_context: 512, ..Default::default() };
+        let s = StepShape {
+            tokens: 1,
+            seqs: 1,
+            kv_tokens_read: 512,
+            max_context: 512,
+            ..Default::default()
+        };
         assert!(fp.gpu_ms(&s) < bf.gpu_ms(&s) * 0.85);
     }
 

@@ -8,11 +8,26 @@ use crate::SimError;
 
 /// The built-in profiles, in the order `--list-profiles` shows them (the first is the default).
 const BUILTIN: &[(&str, &str)] = &[
-    ("qwen3-4b-fp8", include_str!("../profiles/qwen3-4b-fp8.toml")),
-    ("qwen3-4b-bf16-h100", include_str!("../profiles/qwen3-4b-bf16-h100.toml")),
-    ("qwen3-vl-4b-bf16-h100", include_str!("../profiles/qwen3-vl-4b-bf16-h100.toml")),
-    ("mistral-small-24b-bf16-tp4", include_str!("../profiles/mistral-small-24b-bf16-tp4.toml")),
-    ("mistral-small-24b-int4", include_str!("../profiles/mistral-small-24b-int4.toml")),
+    (
+        "qwen3-4b-fp8",
+        include_str!("../profiles/qwen3-4b-fp8.toml"),
+    ),
+    (
+        "qwen3-4b-bf16-h100",
+        include_str!("../profiles/qwen3-4b-bf16-h100.toml"),
+    ),
+    (
+        "qwen3-vl-4b-bf16-h100",
+        include_str!("../profiles/qwen3-vl-4b-bf16-h100.toml"),
+    ),
+    (
+        "mistral-small-24b-bf16-tp4",
+        include_str!("../profiles/mistral-small-24b-bf16-tp4.toml"),
+    ),
+    (
+        "mistral-small-24b-int4",
+        include_str!("../profiles/mistral-small-24b-int4.toml"),
+    ),
 ];
 
 /// Name of the default profile.
@@ -144,12 +159,14 @@ impl Profile {
 
     /// A built-in profile by name.
     pub fn builtin(name: &str) -> Result<Self, SimError> {
-        let (n, text) = BUILTIN.iter().find(|(n, _)| *n == name).ok_or_else(|| {
-            SimError::UnknownProfile {
-                name: name.to_string(),
-                known: builtin_names().join(", "),
-            }
-        })?;
+        let (n, text) =
+            BUILTIN
+                .iter()
+                .find(|(n, _)| *n == name)
+                .ok_or_else(|| SimError::UnknownProfile {
+                    name: name.to_string(),
+                    known: builtin_names().join(", "),
+                })?;
         Self::from_toml(text, &format!("built-in profile {n}"))
     }
 
@@ -170,13 +187,19 @@ impl Profile {
             )));
         }
         if self.scheduler.block_size == 0 || self.scheduler.max_num_seqs == 0 {
-            return Err(bad("scheduler.block_size and max_num_seqs must be > 0".into()));
+            return Err(bad(
+                "scheduler.block_size and max_num_seqs must be > 0".into()
+            ));
         }
         if self.scheduler.max_num_batched_tokens < self.scheduler.block_size {
-            return Err(bad("scheduler.max_num_batched_tokens must be >= block_size".into()));
+            return Err(bad(
+                "scheduler.max_num_batched_tokens must be >= block_size".into(),
+            ));
         }
         if self.calibration.decode.is_empty() {
-            return Err(bad("calibration.decode needs at least one [batch, context, ms] point".into()));
+            return Err(bad(
+                "calibration.decode needs at least one [batch, context, ms] point".into(),
+            ));
         }
         if self.frontend.api_servers == 0 {
             return Err(bad("frontend.api_servers must be >= 1".into()));
@@ -236,9 +259,22 @@ mod tests {
     #[test]
     fn kv_blocks_match_the_real_servers() {
         // cache_config_info of the real vLLM 0.25.0 servers
-        assert_eq!(Profile::builtin("qwen3-4b-bf16-h100").unwrap().num_gpu_blocks(), 26658);
-        assert_eq!(Profile::builtin("qwen3-4b-fp8").unwrap().num_gpu_blocks(), 28177);
-        assert_eq!(Profile::builtin("qwen3-vl-4b-bf16-h100").unwrap().num_gpu_blocks(), 26142);
+        assert_eq!(
+            Profile::builtin("qwen3-4b-bf16-h100")
+                .unwrap()
+                .num_gpu_blocks(),
+            26658
+        );
+        assert_eq!(
+            Profile::builtin("qwen3-4b-fp8").unwrap().num_gpu_blocks(),
+            28177
+        );
+        assert_eq!(
+            Profile::builtin("qwen3-vl-4b-bf16-h100")
+                .unwrap()
+                .num_gpu_blocks(),
+            26142
+        );
     }
 
     #[test]
@@ -249,7 +285,9 @@ mod tests {
 
     #[test]
     fn bad_toml_names_origin() {
-        let e = Profile::from_toml("name = 1", "x.toml").unwrap_err().to_string();
+        let e = Profile::from_toml("name = 1", "x.toml")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("x.toml"), "{e}");
     }
 }

@@ -57,7 +57,11 @@ impl Runtime {
         let sim = Arc::new(Mutex::new(sim));
         let clock = Arc::new(Mutex::new(ClockAcc::default()));
         let start = Instant::now();
-        let speedup = if speedup.is_finite() && speedup > 0.0 { speedup } else { 1.0 };
+        let speedup = if speedup.is_finite() && speedup > 0.0 {
+            speedup
+        } else {
+            1.0
+        };
         let (s2, c2) = (sim.clone(), clock.clone());
         let thread = std::thread::Builder::new()
             .name("llmload-sim-engine".into())
@@ -118,7 +122,13 @@ impl Drop for Runtime {
     }
 }
 
-fn engine_loop(rx: Receiver<Cmd>, sim: Arc<Mutex<Sim>>, clock: Arc<Mutex<ClockAcc>>, start: Instant, speedup: f64) {
+fn engine_loop(
+    rx: Receiver<Cmd>,
+    sim: Arc<Mutex<Sim>>,
+    clock: Arc<Mutex<ClockAcc>>,
+    start: Instant,
+    speedup: f64,
+) {
     let vnow = || start.elapsed().as_secs_f64() * speedup;
     let mut sinks: HashMap<u64, UnboundedSender<Delivery>> = HashMap::new();
     let mut buf: Vec<Delivery> = Vec::new();

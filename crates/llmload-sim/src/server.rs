@@ -50,11 +50,20 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 fn unix_now() -> f64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
 }
 
 impl AppState {
-    pub fn new(rt: Arc<Runtime>, profile: Arc<Profile>, model: String, faults: Faults, seed: u64) -> Self {
+    pub fn new(
+        rt: Arc<Runtime>,
+        profile: Arc<Profile>,
+        model: String,
+        faults: Faults,
+        seed: u64,
+    ) -> Self {
         let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5EED_70C5);
         let vocab = (0..VOCAB)
             .map(|_| {
@@ -107,8 +116,14 @@ fn cache_config_labels(p: &Profile) -> Vec<(String, String)> {
     vec![
         ("block_size".into(), bs.to_string()),
         ("cache_dtype".into(), "auto".into()),
-        ("enable_prefix_caching".into(), py(p.scheduler.enable_prefix_caching)),
-        ("gpu_memory_utilization".into(), p.gpu.gpu_memory_utilization.to_string()),
+        (
+            "enable_prefix_caching".into(),
+            py(p.scheduler.enable_prefix_caching),
+        ),
+        (
+            "gpu_memory_utilization".into(),
+            p.gpu.gpu_memory_utilization.to_string(),
+        ),
         ("kv_cache_max_concurrency".into(), conc.to_string()),
         ("kv_cache_size_tokens".into(), tokens.to_string()),
         ("num_cpu_blocks".into(), "None".into()),
@@ -120,11 +135,21 @@ fn cache_config_labels(p: &Profile) -> Vec<(String, String)> {
 }
 
 /// vLLM's error body: `{"error": {"message", "type", "param", "code"}}`.
-pub(crate) fn error(status: StatusCode, kind: &str, message: impl Into<String>, param: Option<&str>) -> Response {
+pub(crate) fn error(
+    status: StatusCode,
+    kind: &str,
+    message: impl Into<String>,
+    param: Option<&str>,
+) -> Response {
     let body = json!({
         "error": {"message": message.into(), "type": kind, "param": param, "code": status.as_u16()}
     });
-    (status, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
 }
 
 fn bad_request(message: impl Into<String>, param: Option<&str>) -> Response {
@@ -162,7 +187,14 @@ struct Recorder {
 impl Drop for Recorder {
     fn drop(&mut self) {
         let secs = self.start.elapsed().as_secs_f64() * self.st.rt.speedup();
-        lock(&self.st.http).record(&self.handler, self.method, self.status, self.req_bytes, self.resp_bytes, secs);
+        lock(&self.st.http).record(
+            &self.handler,
+            self.method,
+            self.status,
+            self.req_bytes,
+            self.resp_bytes,
+            secs,
+        );
     }
 }
 
@@ -206,7 +238,10 @@ fn method_name(m: &axum::http::Method) -> &'static str {
 }
 
 fn content_length(h: &axum::http::HeaderMap) -> u64 {
-    h.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|s| s.parse().ok()).unwrap_or(0)
+    h.get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
 }
 
 async fn track(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Response {
@@ -229,7 +264,13 @@ async fn track(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Res
         resp_bytes: content_length(&parts.headers),
         start,
     };
-    Response::from_parts(parts, Body::new(TrackedBody { inner: body, _rec: rec }))
+    Response::from_parts(
+        parts,
+        Body::new(TrackedBody {
+            inner: body,
+            _rec: rec,
+        }),
+    )
 }
 
 async fn fallback(State(st): State<Arc<AppState>>, req: Request) -> Response {
@@ -243,7 +284,12 @@ async fn fallback(State(st): State<Arc<AppState>>, req: Request) -> Response {
         start: Instant::now(),
     };
     drop(rec);
-    (StatusCode::NOT_FOUND, [(header::CONTENT_TYPE, "application/json")], "{\"detail\":\"Not Found\"}").into_response()
+    (
+        StatusCode::NOT_FOUND,
+        [(header::CONTENT_TYPE, "application/json")],
+        "{\"detail\":\"Not Found\"}",
+    )
+        .into_response()
 }
 
 // ---------- simple endpoints ----------
@@ -281,7 +327,10 @@ async fn metrics(State(st): State<Arc<AppState>>) -> Response {
     });
     (
         StatusCode::OK,
-        [(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=1.0.0; charset=utf-8"))],
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=1.0.0; charset=utf-8"),
+        )],
         text,
     )
         .into_response()
@@ -339,19 +388,30 @@ struct Prompt {
 
 impl Prompt {
     fn new() -> Self {
-        Prompt { ids: Vec::new(), text_tokens: 0, images: 0, image_pixels: 0, vision_patches: 0, images_cached: 0 }
+        Prompt {
+            ids: Vec::new(),
+            text_tokens: 0,
+            images: 0,
+            image_pixels: 0,
+            vision_patches: 0,
+            images_cached: 0,
+        }
     }
 }
 
 fn add_image(st: &AppState, url: &str, p: &mut Prompt) -> Result<(), Response> {
     let Some(v) = st.profile.vision.as_ref() else {
         return Err(bad_request(
-            format!("model {} does not accept images (choose a vision profile, e.g. --profile qwen3-vl-4b-bf16-h100)", st.model),
+            format!(
+                "model {} does not accept images (choose a vision profile, e.g. --profile qwen3-vl-4b-bf16-h100)",
+                st.model
+            ),
             Some("messages"),
         ));
     };
     let (w, h, hash) = if url.starts_with("data:") {
-        let info = probe_data_url(url).map_err(|e| bad_request(format!("cannot read image: {e}"), Some("messages")))?;
+        let info = probe_data_url(url)
+            .map_err(|e| bad_request(format!("cannot read image: {e}"), Some("messages")))?;
         (info.width, info.height, info.hash)
     } else {
         // not fetched: the profile's default resolution stands in (see docs/sim.md)
@@ -378,9 +438,17 @@ fn chat_prompt(st: &AppState, body: &Value) -> Result<Prompt, Response> {
     let msgs = body
         .get("messages")
         .and_then(Value::as_array)
-        .ok_or_else(|| bad_request("'messages' is required and must be an array of messages", Some("messages")))?;
+        .ok_or_else(|| {
+            bad_request(
+                "'messages' is required and must be an array of messages",
+                Some("messages"),
+            )
+        })?;
     if msgs.is_empty() {
-        return Err(bad_request("'messages' must not be empty", Some("messages")));
+        return Err(bad_request(
+            "'messages' must not be empty",
+            Some("messages"),
+        ));
     }
     let mut p = Prompt::new();
     for m in msgs {
@@ -400,12 +468,16 @@ fn chat_prompt(st: &AppState, body: &Value) -> Result<Prompt, Response> {
                                 .get("image_url")
                                 .and_then(|u| u.get("url").or(Some(u)))
                                 .and_then(Value::as_str)
-                                .ok_or_else(|| bad_request("image_url part without a url", Some("messages")))?;
+                                .ok_or_else(|| {
+                                    bad_request("image_url part without a url", Some("messages"))
+                                })?;
                             add_image(st, url, &mut p)?;
                         }
                         other => {
                             return Err(bad_request(
-                                format!("unsupported content part type {other:?} (supported: text, image_url)"),
+                                format!(
+                                    "unsupported content part type {other:?} (supported: text, image_url)"
+                                ),
                                 Some("messages"),
                             ));
                         }
@@ -413,11 +485,17 @@ fn chat_prompt(st: &AppState, body: &Value) -> Result<Prompt, Response> {
                 }
             }
             Some(Value::Null) | None => {}
-            Some(_) => return Err(bad_request("message content must be a string or an array of parts", Some("messages"))),
+            Some(_) => {
+                return Err(bad_request(
+                    "message content must be a string or an array of parts",
+                    Some("messages"),
+                ));
+            }
         }
     }
     tokenize::push_assistant_prompt(&mut p.ids);
-    p.text_tokens += tokenize::CHAT_TOKENS_PER_MESSAGE * msgs.len() as u32 + tokenize::CHAT_TOKENS_ASSISTANT_PROMPT;
+    p.text_tokens += tokenize::CHAT_TOKENS_PER_MESSAGE * msgs.len() as u32
+        + tokenize::CHAT_TOKENS_ASSISTANT_PROMPT;
     Ok(p)
 }
 
@@ -426,16 +504,28 @@ fn completion_prompt(body: &Value) -> Result<Prompt, Response> {
     match body.get("prompt") {
         Some(Value::String(s)) => p.text_tokens = tokenize::tokenize_into(s, &mut p.ids),
         Some(Value::Array(a)) if a.iter().all(Value::is_u64) && !a.is_empty() => {
-            p.ids = a.iter().filter_map(Value::as_u64).map(|x| x as u32).collect();
+            p.ids = a
+                .iter()
+                .filter_map(Value::as_u64)
+                .map(|x| x as u32)
+                .collect();
             p.text_tokens = p.ids.len() as u32;
         }
         Some(Value::Array(a)) if a.len() == 1 && a[0].is_string() => {
             p.text_tokens = tokenize::tokenize_into(a[0].as_str().unwrap_or(""), &mut p.ids);
         }
         Some(Value::Array(_)) => {
-            return Err(bad_request("batched prompts are not supported by llmload sim: send one prompt per request", Some("prompt")));
+            return Err(bad_request(
+                "batched prompts are not supported by llmload sim: send one prompt per request",
+                Some("prompt"),
+            ));
         }
-        _ => return Err(bad_request("'prompt' is required (a string or a list of token ids)", Some("prompt"))),
+        _ => {
+            return Err(bad_request(
+                "'prompt' is required (a string or a list of token ids)",
+                Some("prompt"),
+            ));
+        }
     }
     if p.ids.is_empty() {
         return Err(bad_request("the prompt is empty", Some("prompt")));
@@ -451,7 +541,11 @@ async fn tokenize_handler(State(st): State<Arc<AppState>>, body: Bytes) -> Respo
     if let Some(r) = check_model(&st, &v) {
         return r;
     }
-    let p = if v.get("messages").is_some() { chat_prompt(&st, &v) } else { completion_prompt(&v) };
+    let p = if v.get("messages").is_some() {
+        chat_prompt(&st, &v)
+    } else {
+        completion_prompt(&v)
+    };
     match p {
         Ok(p) => axum::Json(json!({
             "count": p.ids.len(),
@@ -499,7 +593,10 @@ fn u32_field(body: &Value, name: &str) -> Result<Option<u32>, Response> {
         None | Some(Value::Null) => Ok(None),
         Some(v) => match v.as_u64() {
             Some(x) if x <= u32::MAX as u64 => Ok(Some(x as u32)),
-            _ => Err(bad_request(format!("'{name}' must be a non-negative integer"), Some(name))),
+            _ => Err(bad_request(
+                format!("'{name}' must be a non-negative integer"),
+                Some(name),
+            )),
         },
     }
 }
@@ -520,13 +617,20 @@ async fn generate(st: Arc<AppState>, body: Bytes, chat: bool) -> Response {
         let mut rng = lock(&st.rng);
         (
             faults.error_rate > 0.0 && rng.random::<f64>() < faults.error_rate,
-            faults.cut_after_tokens.filter(|_| rng.random::<f64>() < faults.cut_rate),
+            faults
+                .cut_after_tokens
+                .filter(|_| rng.random::<f64>() < faults.cut_rate),
             (faults.stall_ms > 0 && rng.random::<f64>() < faults.stall_rate)
                 .then_some((faults.stall_after_tokens, faults.stall_ms)),
         )
     };
     if fail {
-        return error(StatusCode::INTERNAL_SERVER_ERROR, "InternalServerError", "injected fault: error_rate", None);
+        return error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "InternalServerError",
+            "injected fault: error_rate",
+            None,
+        );
     }
     if let Some(limit) = faults.rate_limit_waiting {
         let waiting = st.rt.with_sim(|s| s.gauges().waiting);
@@ -539,18 +643,30 @@ async fn generate(st: Arc<AppState>, body: Bytes, chat: bool) -> Response {
             );
         }
     }
-    let prompt = if chat { chat_prompt(&st, &v) } else { completion_prompt(&v) };
+    let prompt = if chat {
+        chat_prompt(&st, &v)
+    } else {
+        completion_prompt(&v)
+    };
     let prompt = match prompt {
         Ok(p) => p,
         Err(r) => return r,
     };
     match v.get("n").and_then(Value::as_u64) {
         None | Some(1) => {}
-        Some(n) => return bad_request(format!("n = {n} is not supported by llmload sim (only n = 1)"), Some("n")),
+        Some(n) => {
+            return bad_request(
+                format!("n = {n} is not supported by llmload sim (only n = 1)"),
+                Some("n"),
+            );
+        }
     }
     let max_len = st.profile.model.max_model_len;
     let plen = prompt.ids.len() as u32;
-    let requested = match (u32_field(&v, "max_completion_tokens"), u32_field(&v, "max_tokens")) {
+    let requested = match (
+        u32_field(&v, "max_completion_tokens"),
+        u32_field(&v, "max_tokens"),
+    ) {
         (Err(r), _) | (_, Err(r)) => return r,
         (Ok(a), Ok(b)) => a.or(b),
     };
@@ -582,10 +698,19 @@ async fn generate(st: Arc<AppState>, body: Bytes, chat: bool) -> Response {
     let opts = GenOpts {
         chat,
         stream,
-        include_usage: so.and_then(|s| s.get("include_usage")).and_then(Value::as_bool).unwrap_or(false),
-        continuous_usage: so.and_then(|s| s.get("continuous_usage_stats")).and_then(Value::as_bool).unwrap_or(false),
+        include_usage: so
+            .and_then(|s| s.get("include_usage"))
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
+        continuous_usage: so
+            .and_then(|s| s.get("continuous_usage_stats"))
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
     };
-    let ignore_eos = v.get("ignore_eos").and_then(Value::as_bool).unwrap_or(false);
+    let ignore_eos = v
+        .get("ignore_eos")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
     let id = st.next_id.fetch_add(1, Ordering::Relaxed);
     let req = SimRequest {
         id,
@@ -601,15 +726,36 @@ async fn generate(st: Arc<AppState>, body: Bytes, chat: bool) -> Response {
     };
     let (tx, rx) = unbounded_channel();
     if !st.rt.submit(req, tx) {
-        return error(StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailableError", "the simulator is shutting down", None);
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ServiceUnavailableError",
+            "the simulator is shutting down",
+            None,
+        );
     }
-    let guard = AbortGuard { rt: st.rt.clone(), id, done: false };
+    let guard = AbortGuard {
+        rt: st.rt.clone(),
+        id,
+        done: false,
+    };
     let ctx = RenderCtx::new(&st, id, plen, opts);
     if stream {
-        let state = StreamState { rx, guard, ctx, st: st.clone(), cut, stall, finished: false, cut_error: None };
+        let state = StreamState {
+            rx,
+            guard,
+            ctx,
+            st: st.clone(),
+            cut,
+            stall,
+            finished: false,
+            cut_error: None,
+        };
         let body = Body::from_stream(futures_util::stream::unfold(state, next_frame));
         let mut r = Response::new(body);
-        r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream; charset=utf-8"));
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/event-stream; charset=utf-8"),
+        );
         r
     } else {
         non_stream(rx, guard, ctx, &st).await
@@ -649,7 +795,13 @@ impl RenderCtx {
         } else {
             (format!("cmpl-{hex:016x}"), "text_completion")
         };
-        let object = if opts.stream { object } else if opts.chat { "chat.completion" } else { "text_completion" };
+        let object = if opts.stream {
+            object
+        } else if opts.chat {
+            "chat.completion"
+        } else {
+            "text_completion"
+        };
         let head = format!(
             "{{\"id\":\"{rid}\",\"object\":\"{object}\",\"created\":{created},\"model\":{}",
             serde_json::to_string(&st.model).unwrap_or_else(|_| "\"model\"".into())
@@ -665,7 +817,8 @@ impl RenderCtx {
     }
 
     fn word<'a>(&self, vocab: &'a [String], k: u32) -> &'a str {
-        let h = (self.vocab_seed ^ (k as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)).wrapping_mul(0xD6E8_FEB8_6659_FD93);
+        let h = (self.vocab_seed ^ (k as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15))
+            .wrapping_mul(0xD6E8_FEB8_6659_FD93);
         &vocab[(h >> 40) as usize % vocab.len()]
     }
 
@@ -820,7 +973,12 @@ async fn next_frame(mut s: StreamState) -> Option<(Result<Bytes, std::io::Error>
     Some((Ok(out.freeze()), s))
 }
 
-async fn non_stream(mut rx: UnboundedReceiver<Delivery>, mut guard: AbortGuard, mut ctx: RenderCtx, st: &AppState) -> Response {
+async fn non_stream(
+    mut rx: UnboundedReceiver<Delivery>,
+    mut guard: AbortGuard,
+    mut ctx: RenderCtx,
+    st: &AppState,
+) -> Response {
     let mut text = String::new();
     let mut finish = FinishReason::Length;
     let mut completion = 0;
@@ -837,13 +995,19 @@ async fn non_stream(mut rx: UnboundedReceiver<Delivery>, mut guard: AbortGuard, 
         }
     }
     if !guard.done {
-        return error(StatusCode::INTERNAL_SERVER_ERROR, "InternalServerError", "the simulator stopped", None);
+        return error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "InternalServerError",
+            "the simulator stopped",
+            None,
+        );
     }
     let usage = json!({
         "prompt_tokens": ctx.prompt_tokens, "total_tokens": ctx.prompt_tokens + completion,
         "completion_tokens": completion, "prompt_tokens_details": null
     });
-    let head: Value = serde_json::from_str(&format!("{}}}", ctx.head)).unwrap_or_else(|_| json!({}));
+    let head: Value =
+        serde_json::from_str(&format!("{}}}", ctx.head)).unwrap_or_else(|_| json!({}));
     let mut body = head;
     let choice = if ctx.opts.chat {
         json!({"index": 0, "message": {"role": "assistant", "content": text, "refusal": null,
@@ -872,5 +1036,7 @@ pub(crate) async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let app = router(st);
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
 }

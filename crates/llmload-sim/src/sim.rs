@@ -9,7 +9,9 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, LogNormal};
 
-use crate::engine::{Engine, EngineConfig, EngineRequest, FinishReason, Finished, StepOutput, StepStats};
+use crate::engine::{
+    Engine, EngineConfig, EngineRequest, FinishReason, Finished, StepOutput, StepStats,
+};
 use crate::metrics::{EngineGauges, EngineMetrics};
 use crate::model::StepModel;
 use crate::profile::Profile;
@@ -76,7 +78,11 @@ pub struct FrontendCostsS {
 #[derive(Debug)]
 enum Job {
     Input(Box<EngineRequest>),
-    Output { id: u64, tokens: u32, finish: Option<FinishReason> },
+    Output {
+        id: u64,
+        tokens: u32,
+        finish: Option<FinishReason>,
+    },
 }
 
 #[derive(Debug, Default)]
@@ -284,7 +290,9 @@ impl Sim {
     /// The client went away: abort the request (counted as `finished_reason="abort"` once it
     /// reached the engine, as vLLM does).
     pub fn abort(&mut self, id: u64) {
-        let Some(info) = self.reqs.get_mut(&id) else { return };
+        let Some(info) = self.reqs.get_mut(&id) else {
+            return;
+        };
         if info.in_engine {
             self.reqs.remove(&id);
             if let Some(f) = self.engine.abort(id) {
@@ -344,7 +352,10 @@ impl Sim {
             let (_, id) = self.latency_q.pop_front().expect("front checked");
             if let Some(info) = self.reqs.get_mut(&id) {
                 info.in_latency = false;
-                let (tokens, finish) = (std::mem::take(&mut info.pending), info.pending_finish.take());
+                let (tokens, finish) = (
+                    std::mem::take(&mut info.pending),
+                    info.pending_finish.take(),
+                );
                 let w = info.worker;
                 self.enqueue_output(w, id, tokens, finish, te, true);
             }
@@ -357,19 +368,34 @@ impl Sim {
         }
     }
 
-    fn enqueue_output(&mut self, w: usize, id: u64, tokens: u32, finish: Option<FinishReason>, t: f64, first: bool) {
-        let cost = if first { self.fe.per_first_output } else { self.fe.per_output_event };
+    fn enqueue_output(
+        &mut self,
+        w: usize,
+        id: u64,
+        tokens: u32,
+        finish: Option<FinishReason>,
+        t: f64,
+        first: bool,
+    ) {
+        let cost = if first {
+            self.fe.per_first_output
+        } else {
+            self.fe.per_output_event
+        };
         let wk = &mut self.workers[w];
         let done = wk.busy_until.max(t) + cost;
         wk.busy_until = done;
-        wk.queue.push_back((done, Job::Output { id, tokens, finish }));
+        wk.queue
+            .push_back((done, Job::Output { id, tokens, finish }));
     }
 
     fn run_job(&mut self, job: Job, t: f64) {
         match job {
             Job::Input(req) => {
                 let id = req.id;
-                let Some(info) = self.reqs.get_mut(&id) else { return };
+                let Some(info) = self.reqs.get_mut(&id) else {
+                    return;
+                };
                 if info.aborted {
                     self.reqs.remove(&id);
                     return;
@@ -379,11 +405,15 @@ impl Sim {
                 self.maybe_start_step(t);
             }
             Job::Output { id, tokens, finish } => {
-                let Some(info) = self.reqs.get_mut(&id) else { return };
+                let Some(info) = self.reqs.get_mut(&id) else {
+                    return;
+                };
                 if info.delivered == 0 {
                     self.metrics.time_to_first_token.observe(t - info.arrival);
                 } else {
-                    self.metrics.inter_token_latency.observe(t - info.last_delivery);
+                    self.metrics
+                        .inter_token_latency
+                        .observe(t - info.last_delivery);
                 }
                 info.delivered += tokens;
                 info.last_delivery = t;
@@ -430,7 +460,9 @@ impl Sim {
         }
         self.metrics.generation_tokens += out.len() as u64;
         for o in out.iter() {
-            let Some(info) = self.reqs.get_mut(&o.id) else { continue };
+            let Some(info) = self.reqs.get_mut(&o.id) else {
+                continue;
+            };
             let w = info.worker;
             let finish = o.finished.as_ref().map(|f| f.reason);
             let mut direct = false;
@@ -439,7 +471,8 @@ impl Sim {
                 info.in_latency = true;
                 info.pending = 1;
                 info.pending_finish = finish;
-                self.latency_q.push_back((t + self.first_token_latency, o.id));
+                self.latency_q
+                    .push_back((t + self.first_token_latency, o.id));
             } else if info.in_latency {
                 info.pending += 1;
                 info.pending_finish = finish;
@@ -451,8 +484,12 @@ impl Sim {
                 self.enqueue_output(w, o.id, 1, finish, t, false);
             }
             if let Some(f) = &o.finished {
-                self.metrics.request_max_num_generation_tokens.observe(max_tokens as f64);
-                self.metrics.request_params_max_tokens.observe(max_tokens as f64);
+                self.metrics
+                    .request_max_num_generation_tokens
+                    .observe(max_tokens as f64);
+                self.metrics
+                    .request_params_max_tokens
+                    .observe(max_tokens as f64);
                 self.record_finished(f, first_t, t);
             }
         }
@@ -470,7 +507,8 @@ impl Sim {
         let m = &mut self.metrics;
         m.finished(f.reason);
         m.request_prompt_tokens.observe(f.prompt_tokens as f64);
-        m.request_generation_tokens.observe(f.generation_tokens as f64);
+        m.request_generation_tokens
+            .observe(f.generation_tokens as f64);
         m.request_params_n.observe(1.0);
         m.request_prefill_kv_computed_tokens
             .observe(f.prompt_tokens.saturating_sub(f.cached_tokens) as f64);
@@ -481,7 +519,11 @@ impl Sim {
                 let decode = (last_t - first_t).max(0.0);
                 m.request_decode_time.observe(decode);
                 m.request_inference_time.observe((last_t - s).max(0.0));
-                let tpot = if f.generation_tokens > 1 { decode / (f.generation_tokens - 1) as f64 } else { 0.0 };
+                let tpot = if f.generation_tokens > 1 {
+                    decode / (f.generation_tokens - 1) as f64
+                } else {
+                    0.0
+                };
                 m.request_time_per_output_token.observe(tpot);
             }
         }

@@ -33,7 +33,9 @@ pub fn tokenize_into(text: &str, out: &mut Vec<u32>) -> u32 {
 
 /// Number of tokens of `text`.
 pub fn count(text: &str) -> u32 {
-    text.split_whitespace().map(|w| (w.len() as u32).div_ceil(4).max(1)).sum()
+    text.split_whitespace()
+        .map(|w| (w.len() as u32).div_ceil(4).max(1))
+        .sum()
 }
 
 /// Template token ids for a chat message of `role`.
