@@ -113,3 +113,57 @@ async fn window_deltas_equal_the_simulators_counts() {
     assert_eq!(series.failure_count(), 0);
     sim.shutdown().await.expect("clean shutdown");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_verbs_on_a_live_url() {
+    use clap::Parser;
+    #[derive(Parser)]
+    struct Top {
+        #[command(flatten)]
+        m: llmload_prom::cli::MetricsArgs,
+    }
+    let sim = llmload_sim::spawn(SimConfig {
+        speedup: 20.0,
+        ..Default::default()
+    })
+    .await
+    .expect("simulator starts");
+    let st = complete(sim.addr, &sim.model_name, "one two three", 5).await;
+    assert!(st.contains(" 200"), "{st}");
+    let url = format!("{}/metrics", sim.base_url());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("a.json");
+    let out_s = out.to_str().expect("utf-8 path");
+    let args = Top::try_parse_from(["m", "analyze", &url, "--format", "json", "-o", out_s])
+        .expect("valid")
+        .m;
+    assert_eq!(llmload_prom::cli::run(args).await.expect("runs"), 0);
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).expect("written")).expect("json");
+    assert_eq!(v["vllm_detected"], true);
+    assert_eq!(
+        v["vllm"]["total"]["requests_finished"],
+        finished(&sim.counters()) as f64
+    );
+    let args = Top::try_parse_from([
+        "m",
+        "diff",
+        &url,
+        "--interval",
+        "100ms",
+        "--format",
+        "json",
+        "-o",
+        out_s,
+    ])
+    .expect("valid")
+    .m;
+    assert_eq!(llmload_prom::cli::run(args).await.expect("runs"), 0);
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).expect("written")).expect("json");
+    assert_eq!(v["kind"], "diff");
+    assert!(v["rates"]["interval_s"].as_f64().expect("interval") >= 0.1);
+    // Nothing happened between the two scrapes.
+    assert_eq!(v["vllm"]["total"]["requests_finished"], 0.0);
+    sim.shutdown().await.expect("clean shutdown");
+}
