@@ -422,6 +422,10 @@ fn metric_title(key: &str) -> String {
 /// The comparison as Markdown (also what the console prints).
 pub fn render_markdown(runs: &[RunData], opts: &CompareOptions) -> String {
     let mut o = String::from("# llmload compare\n\n");
+    if runs.is_empty() {
+        o.push_str("No runs to compare.\n");
+        return o;
+    }
     let run_rows: Vec<Vec<String>> = runs
         .iter()
         .enumerate()
@@ -653,6 +657,20 @@ pub fn overlay_charts(runs: &[RunData], opts: &CompareOptions) -> Vec<Chart> {
             pts.sort_by(|a, b| a.0.total_cmp(&b.0));
             c.line(&format!("#{} {}", ri + 1, r.name), pts, true);
         }
+        // The capacity SLA, where the chart shows its metric.
+        let sla_top = match key.as_str() {
+            "ttft.p95" => Some(opts.sla.ttft_p95_s * 1000.0),
+            "error_rate" => Some(opts.sla.error_rate * 100.0),
+            _ => None,
+        };
+        if let Some(top) = sla_top {
+            c.bands.push(crate::chart::Band {
+                y0: 0.0,
+                y1: top,
+                color: crate::chart::TIER_COLORS[0].to_string(),
+                label: "within SLA".into(),
+            });
+        }
         if c.has_data() {
             charts.push(c);
         }
@@ -672,12 +690,13 @@ th,td{border:1px solid #ddd;padding:3px 7px;text-align:right}th{background:#f3f3
 svg .ctitle{font-size:13px;font-weight:600}svg .legend,svg .tick,svg .axis{font-size:11px}svg .grid{stroke:#eee}svg .frame{stroke:#999}\
 @media print{section{break-inside:avoid}}</style></head><body>\n",
     );
-    o.push_str("<section class=\"charts\">");
+    o.push_str("<h1>llmload compare</h1><section class=\"charts\">");
     for c in overlay_charts(runs, opts) {
         o.push_str(&c.render());
     }
     o.push_str("</section>\n<section>");
-    o.push_str(&markdown_to_html(&md));
+    let body = md.strip_prefix("# llmload compare\n").unwrap_or(&md);
+    o.push_str(&markdown_to_html(body));
     o.push_str("</section></body></html>\n");
     o
 }

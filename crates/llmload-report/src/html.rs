@@ -366,3 +366,72 @@ requests of a step; time series are downsampled for drawing only. Definitions: d
     );
     o
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use llmload_core::Benchmark;
+
+    #[test]
+    fn decode_rate_tiers_become_tpot_bands_in_ms() {
+        let t = SlaTiers::default();
+        let b = tier_bands(&t.decode_rate, 1000.0, 1e9, true);
+        let edges: Vec<(f64, f64, &str)> =
+            b.iter().map(|b| (b.y0, b.y1, b.label.as_str())).collect();
+        assert_eq!(
+            edges,
+            vec![
+                (0.0, 20.0, "excellent"),
+                (20.0, 50.0, "acceptable"),
+                (50.0, 100.0, "degraded"),
+                (100.0, 1e9, "breaking")
+            ]
+        );
+        let b = tier_bands(&t.ttft_s, 1.0, 1e9, false);
+        assert_eq!((b[1].y0, b[1].y1, b[3].y0), (0.5, 1.0, 2.0));
+    }
+
+    fn step(kind: &str, rate: Option<f64>, conc: Option<u64>, achieved: f64) -> Benchmark {
+        let mut b = Benchmark::default();
+        b.profile.kind = kind.into();
+        b.profile.rate = rate;
+        b.profile.concurrency = conc;
+        b.throughput.requests_per_s = achieved;
+        b
+    }
+
+    #[test]
+    fn load_axis_places_sync_and_throughput_steps_at_their_achieved_rate() {
+        let mut r: Results = serde_json::from_str(
+            r#"{"schema":"llmload.results/v1","tool":{"name":"llmload","version":"0"},
+            "run":{"id":"","started_at":"","target":"","model":"","api":""},"benchmarks":[]}"#,
+        )
+        .unwrap();
+        r.benchmarks = vec![
+            step("synchronous", None, None, 0.4),
+            step("throughput", None, Some(256), 9.0),
+            step("poisson", Some(2.0), None, 1.9),
+        ];
+        let axis = LoadAxis::of(&r);
+        assert_eq!(axis, LoadAxis::Rate);
+        let xs: Vec<f64> = r
+            .benchmarks
+            .iter()
+            .enumerate()
+            .map(|(i, b)| axis.x(i, b))
+            .collect();
+        assert_eq!(xs, vec![0.4, 9.0, 2.0]);
+        r.benchmarks = vec![
+            step("synchronous", None, None, 0.4),
+            step("concurrent", None, Some(8), 3.0),
+        ];
+        let axis = LoadAxis::of(&r);
+        assert_eq!(axis, LoadAxis::Concurrency);
+        assert_eq!(axis.x(1, &r.benchmarks[1]), 8.0);
+        assert_eq!(axis.x(0, &r.benchmarks[0]), 1.0);
+        // The charts sort steps by x.
+        let charts = load_charts(&r);
+        let d = charts[4].render();
+        assert!(d.contains("achieved req/s"));
+    }
+}

@@ -7,21 +7,27 @@ use llmload_core::{Benchmark, Results};
 
 use crate::view::{BreakingPoint, StepSla, SweepInfo, error_rate, fixed, num, step_label};
 
-/// Header of the summary table (units in the header, as the console prints them).
-pub const SUMMARY_HEADER: [&str; 14] = [
+/// Header of the summary table: the console's columns (`llmload run`), then requests in flight
+/// and the SLA tier.
+pub const SUMMARY_HEADER: [&str; 19] = [
     "#",
     "load",
+    "done",
+    "errors",
     "req/s",
     "out tok/s",
-    "in flight (mean)",
+    "tok in mean",
+    "tok out mean",
     "TTFT p50 ms",
     "TTFT p95 ms",
     "TTFT p99 ms",
     "TPOT p50 ms",
     "TPOT p95 ms",
-    "e2e p95 s",
-    "done",
-    "errors",
+    "ITL p95 ms",
+    "e2e mean ms",
+    "e2e p95 ms",
+    "e2e max ms",
+    "in flight mean",
     "SLA",
 ];
 
@@ -35,16 +41,25 @@ fn ms(b: &Benchmark, metric: &str, stat: &str) -> String {
     )
 }
 
+fn mean0(b: &Benchmark, metric: &str) -> String {
+    b.metrics
+        .get(metric)
+        .map(|s| format!("{:.0}", s.mean))
+        .unwrap_or_else(|| "-".into())
+}
+
 /// One row of the summary table per step.
-pub fn summary_rows(results: &Results) -> Vec<[String; 14]> {
+pub fn summary_rows(results: &Results) -> Vec<[String; 19]> {
     results
         .benchmarks
         .iter()
         .enumerate()
         .map(|(i, b)| {
             let err = match error_rate(b) {
-                Some(e) => format!("{} ({:.2} %)", b.requests.errored, e * 100.0),
-                None => "-".into(),
+                Some(e) if b.requests.errored > 0 => {
+                    format!("{} ({:.2} %)", b.requests.errored, e * 100.0)
+                }
+                _ => b.requests.errored.to_string(),
             };
             let sla = StepSla::of(b)
                 .map(|s| {
@@ -58,17 +73,22 @@ pub fn summary_rows(results: &Results) -> Vec<[String; 14]> {
             [
                 (i + 1).to_string(),
                 step_label(b),
+                b.requests.completed.to_string(),
+                err,
                 fixed(Some(b.throughput.requests_per_s), 2),
                 fixed(Some(b.throughput.output_tokens_per_s), 1),
-                fixed(Some(b.concurrency.mean), 1),
+                mean0(b, "prompt_tokens"),
+                mean0(b, "output_tokens"),
                 ms(b, "ttft_s", "p50"),
                 ms(b, "ttft_s", "p95"),
                 ms(b, "ttft_s", "p99"),
                 ms(b, "tpot_s", "p50"),
                 ms(b, "tpot_s", "p95"),
-                fixed(b.metrics.e2e_latency_s.as_ref().map(|s| s.p95), 2),
-                b.requests.completed.to_string(),
-                err,
+                ms(b, "itl_s", "p95"),
+                ms(b, "e2e_latency_s", "mean"),
+                ms(b, "e2e_latency_s", "p95"),
+                ms(b, "e2e_latency_s", "max"),
+                fixed(Some(b.concurrency.mean), 1),
                 sla,
             ]
         })

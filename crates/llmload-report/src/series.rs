@@ -96,20 +96,19 @@ pub fn in_flight_from_jsonl(
             }
         }
         let parts = split_lines(&buf, threads);
-        let scanned: Vec<Result<Vec<(usize, f64, f64)>, (usize, String)>> =
-            std::thread::scope(|sc| {
-                let handles: Vec<_> = parts
-                    .iter()
-                    .map(|part| sc.spawn(move || scan_block(part)))
-                    .collect();
-                handles
-                    .into_iter()
-                    .map(|h| {
-                        h.join()
-                            .unwrap_or_else(|_| Err((0, "scanner panicked".into())))
-                    })
-                    .collect()
-            });
+        let scanned: Vec<ScanResult> = std::thread::scope(|sc| {
+            let handles: Vec<_> = parts
+                .iter()
+                .map(|part| sc.spawn(move || scan_block(part)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err((0, "scanner panicked".into())))
+                })
+                .collect()
+        });
         let mut offset = lines_before;
         for (part, res) in parts.iter().zip(scanned) {
             match res {
@@ -164,6 +163,10 @@ fn split_lines(buf: &[u8], n: usize) -> Vec<&[u8]> {
     parts
 }
 
+/// `(benchmark, t_dispatch, t_end)` of each line of a block, or the 1-based line number
+/// within the block and the parse error of the first bad line.
+type ScanResult = Result<Vec<(usize, f64, f64)>, (usize, String)>;
+
 /// Key finders, built once per block.
 struct Keys {
     benchmark: memchr::memmem::Finder<'static>,
@@ -182,7 +185,7 @@ impl Keys {
 }
 
 /// Scans the lines of a block; an error carries the 1-based line number within the block.
-fn scan_block(block: &[u8]) -> Result<Vec<(usize, f64, f64)>, (usize, String)> {
+fn scan_block(block: &[u8]) -> ScanResult {
     let keys = Keys::new();
     let mut out = Vec::with_capacity(block.len() / 300 + 1);
     let mut start = 0;

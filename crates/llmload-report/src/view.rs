@@ -67,13 +67,16 @@ pub fn step_concurrency(b: &Benchmark) -> Option<f64> {
         .or_else(|| (b.profile.kind == "synchronous").then_some(1.0))
 }
 
-/// Short human label of a step's load: `poisson 5 req/s`, `concurrent 16`, `synchronous`.
+/// The load of a step as the console prints it: `sync`, `c=8`, `max c=64`, `poisson 5 r/s`.
 pub fn step_label(b: &Benchmark) -> String {
     let p = &b.profile;
-    match (p.rate, p.concurrency) {
-        (Some(r), _) => format!("{} {} req/s", p.kind, num(r)),
-        (None, Some(c)) => format!("{} {c}", p.kind),
-        (None, None) => p.kind.clone(),
+    match (p.kind.as_str(), p.rate, p.concurrency) {
+        ("synchronous", _, _) => "sync".into(),
+        ("concurrent", _, Some(c)) => format!("c={c}"),
+        ("throughput", _, Some(c)) => format!("max c={c}"),
+        (k, Some(r), _) => format!("{k} {} r/s", num(r)),
+        (k, None, Some(c)) => format!("{k} c={c}"),
+        (k, None, None) => k.to_string(),
     }
 }
 

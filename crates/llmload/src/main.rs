@@ -28,6 +28,12 @@ enum Cmd {
     Probe(Box<llmload_client::cli::ProbeArgs>),
     /// List the workload presets (chat, summarization, codegen, stress, rag, vision, ...).
     Scenarios(llmload_workload::cli::ScenariosArgs),
+    /// Analyze or diff Prometheus /metrics of a vLLM server (a file or a URL).
+    Metrics(llmload_prom::cli::MetricsArgs),
+    /// Render results as HTML, Markdown and CSV.
+    Report(llmload_report::cli::ReportArgs),
+    /// Compare runs side by side, with the ROI of each deployment and a regression gate.
+    Compare(llmload_report::cli::CompareArgs),
 }
 
 fn main() -> ExitCode {
@@ -69,6 +75,9 @@ async fn dispatch(cli: Cli, matches: &clap::ArgMatches) -> anyhow::Result<i32> {
         }
         Cmd::Probe(args) => Ok(llmload_client::cli::run(*args, None).await?),
         Cmd::Scenarios(args) => Ok(llmload_workload::cli::run_scenarios(&args)?),
+        Cmd::Metrics(args) => Ok(llmload_prom::cli::run(args).await?),
+        Cmd::Report(args) => Ok(llmload_report::cli::run_report(args)?),
+        Cmd::Compare(args) => Ok(llmload_report::cli::run_compare(args)?),
     }
 }
 
@@ -81,12 +90,28 @@ async fn run_cmd(args: run::RunArgs) -> anyhow::Result<i32> {
     let interrupt = CancellationToken::new();
     run::install_signal_handlers(interrupt.clone());
     let parts = run::workload_parts(&args)?;
-    let (target, note) = match args.client.target.clone() {
-        Some(t) => (t, None),
-        None => anyhow::bail!(
-            "no --target given and the built-in simulator is not available in this build; pass --target URL (e.g. http://127.0.0.1:8000)"
-        ),
+    let (target, note, sim) = match args.client.target.clone() {
+        Some(t) => (t, None, None),
+        None => {
+            let sim = run::start_embedded_sim(&args.sim, args.load.seed).await?;
+            let note = format!(
+                "built-in simulator, profile {} (model {}), speedup {}",
+                sim.profile_name, sim.model_name, args.sim.sim_speedup
+            );
+            eprintln!(
+                "no --target: started the built-in simulator on {} (profile {}, model {}); pass --target URL to measure a real server",
+                sim.base_url(),
+                sim.profile_name,
+                sim.model_name
+            );
+            let url = url::Url::parse(&sim.base_url())?;
+            (url, Some(note), Some(sim))
+        }
     };
-    let (code, _dir, _results) = run::execute(&args, plans, target, note, parts, interrupt).await?;
+    let result = run::execute(&args, plans, target, note, parts, interrupt).await;
+    if let Some(sim) = sim {
+        let _ = sim.shutdown().await;
+    }
+    let (code, _dir, _results) = result?;
     Ok(code)
 }

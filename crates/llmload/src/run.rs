@@ -121,6 +121,47 @@ pub struct RunArgs {
     /// Do not print the progress line.
     #[arg(long, short)]
     pub quiet: bool,
+
+    /// Do not write report.html and report.md at the end.
+    #[arg(long)]
+    pub no_report: bool,
+
+    #[command(flatten)]
+    pub server: ServerMetricsArgs,
+
+    #[command(flatten)]
+    pub sim: EmbeddedSimArgs,
+}
+
+/// Server-side metrics scraped during the run.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Server metrics")]
+pub struct ServerMetricsArgs {
+    /// Prometheus endpoint(s) to scrape during the run (repeatable); default: the target's
+    /// /metrics.
+    #[arg(long = "metrics-url", value_name = "URL")]
+    pub metrics_urls: Vec<url::Url>,
+
+    /// Do not scrape the server's /metrics.
+    #[arg(long)]
+    pub no_server_metrics: bool,
+
+    /// Seconds between scrapes.
+    #[arg(long, value_name = "SECS", default_value_t = 1.0)]
+    pub scrape_interval: f64,
+}
+
+/// The built-in simulator, started when no --target is given.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Built-in simulator (no --target)")]
+pub struct EmbeddedSimArgs {
+    /// Simulator profile (`llmload sim --list-profiles`).
+    #[arg(long, value_name = "NAME")]
+    pub sim_profile: Option<String>,
+
+    /// Run the simulated model K times faster than real time.
+    #[arg(long, value_name = "K", default_value_t = 1.0)]
+    pub sim_speedup: f64,
 }
 
 fn parse_fraction(s: &str) -> Result<f64, String> {
@@ -366,6 +407,33 @@ fn on_signal(token: &CancellationToken, count: u32) {
     }
 }
 
+/// Starts scraping the server's metrics, unless turned off.
+fn start_scraper(
+    a: &ServerMetricsArgs,
+    target: &url::Url,
+    epoch: Instant,
+) -> anyhow::Result<Option<llmload_prom::scrape::ScrapeHandle>> {
+    if a.no_server_metrics {
+        return Ok(None);
+    }
+    if !(a.scrape_interval.is_finite() && a.scrape_interval > 0.0) {
+        bail!(
+            "--scrape-interval must be a positive number of seconds, got {}",
+            a.scrape_interval
+        )
+    }
+    let urls = if a.metrics_urls.is_empty() {
+        vec![llmload_prom::scrape::default_metrics_url(target)]
+    } else {
+        a.metrics_urls.clone()
+    };
+    Ok(Some(llmload_prom::scrape::Scraper::spawn(
+        urls,
+        std::time::Duration::from_secs_f64(a.scrape_interval),
+        epoch,
+    )))
+}
+
 /// What a run needs from the workload part.
 pub struct WorkloadParts {
     pub workload: Box<dyn Workload>,
@@ -439,6 +507,7 @@ pub async fn execute(
         dir.display()
     );
 
+    let scraper = start_scraper(&args.server, &target, epoch)?;
     let total = plans.len();
     let display =
         console::ProgressDisplay::start(engine.progress.clone(), epoch, total, args.quiet);
@@ -446,13 +515,37 @@ pub async fn execute(
         if interrupt.is_cancelled() {
             break;
         }
+        if let Some(s) = &scraper {
+            // A fresh baseline just before the benchmark starts.
+            s.scrape_now().await;
+        }
         let out = engine.run_benchmark(i, plan, &mut sink).await;
-        let b = out.benchmark;
+        let mut b = out.benchmark;
+        if let Some(s) = &scraper {
+            let mut w = s.window(b.window.start_s, b.window.end_s).await;
+            w.correlate(&llmload_prom::window::ClientFigures {
+                ttft_mean_s: b.metrics.ttft_s.map(|m| m.mean),
+                prompt_tokens: b.tokens.prompt_total,
+                output_tokens: b.tokens.output_total,
+                completed: b.requests.completed,
+            });
+            b.server = Some(w.to_value());
+        }
         eprint!("{}", console::benchmark_notes(&b));
         results.benchmarks.push(b);
         write_results(&dir, &results)?;
     }
     drop(display);
+    if let Some(s) = scraper {
+        let series = s.stop().await;
+        if series.failure_count() > 0 {
+            eprintln!(
+                "server metrics: {} of {} scrapes failed (see benchmark.server.scrape_errors)",
+                series.failure_count(),
+                series.failure_count() + series.scrape_count()
+            );
+        }
+    }
     if let Some(e) = &sink.error {
         eprintln!("WARNING: requests.jsonl is incomplete: {e}");
     }
@@ -460,6 +553,19 @@ pub async fn execute(
     println!("\n{}", console::summary_table(&results.benchmarks));
     println!("results: {}", dir.join("results.json").display());
     println!("requests: {}", dir.join("requests.jsonl").display());
+    if !args.no_report {
+        match llmload_report::render_default(&dir) {
+            Ok(paths) => {
+                for p in paths {
+                    println!("report: {}", p.display());
+                }
+            }
+            Err(e) => eprintln!(
+                "WARNING: the report could not be written: {e} (results are complete; retry with `llmload report {}`)",
+                dir.display()
+            ),
+        }
+    }
     let code = if interrupt.is_cancelled() { 130 } else { 0 };
     Ok((code, dir, results))
 }
@@ -671,4 +777,18 @@ pub fn apply_scenario_file(args: &mut RunArgs, matches: &clap::ArgMatches) -> an
         }
     }
     Ok(())
+}
+
+/// Starts the built-in simulator in-process on an ephemeral loopback port.
+pub async fn start_embedded_sim(
+    a: &EmbeddedSimArgs,
+    seed: u64,
+) -> anyhow::Result<llmload_sim::SimHandle> {
+    let mut cfg = llmload_sim::SimConfig::default();
+    if let Some(name) = &a.sim_profile {
+        cfg.profile = llmload_sim::Profile::builtin(name)?;
+    }
+    cfg.speedup = a.sim_speedup;
+    cfg.seed = seed;
+    Ok(llmload_sim::spawn(cfg).await?)
 }
