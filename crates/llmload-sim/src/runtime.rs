@@ -131,6 +131,8 @@ fn engine_loop(
     let vnow = || start.elapsed().as_secs_f64() * speedup;
     let mut sinks: crate::engine::IdMap<u64, UnboundedSender<Delivery>> = Default::default();
     let mut buf: Vec<Delivery> = Vec::new();
+    let mut merged: Vec<Delivery> = Vec::new();
+    let mut index: crate::engine::IdMap<u64, usize> = Default::default();
     loop {
         let next = {
             let mut s = lock(&sim);
@@ -147,8 +149,27 @@ fn engine_loop(
             }
             s.advance_to(now);
             s.drain_deliveries(&mut buf);
-            let mut gone = Vec::new();
+            // one message per stream per release: when the thread runs behind, the events a
+            // stream got in several steps leave as one (as vLLM's front end merges them)
+            merged.clear();
+            index.clear();
             for d in buf.drain(..) {
+                match index.get(&d.id) {
+                    Some(&i) => {
+                        let m: &mut Delivery = &mut merged[i];
+                        m.tokens += d.tokens;
+                        m.completion_tokens = d.completion_tokens;
+                        m.finish = d.finish;
+                        m.t = d.t;
+                    }
+                    None => {
+                        index.insert(d.id, merged.len());
+                        merged.push(d);
+                    }
+                }
+            }
+            let mut gone = Vec::new();
+            for d in merged.drain(..) {
                 let done = d.finish.is_some();
                 let id = d.id;
                 if let Some(tx) = sinks.get(&id) {

@@ -380,3 +380,26 @@ async fn images_add_tokens_by_resolution() {
     h.shutdown().await.unwrap();
     h2.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn stall_fault_pauses_the_stream() {
+    let mut c0 = cfg("qwen3-4b-fp8", 10.0);
+    c0.faults = Faults {
+        stall_ms: 3000,
+        stall_after_tokens: 2,
+        stall_rate: 1.0,
+        ..Faults::default()
+    };
+    let h = spawn(c0).await.unwrap();
+    let url = format!("{}/v1/chat/completions", h.base_url());
+    let body = json!({"messages": [{"role": "user", "content": "x"}], "max_tokens": 4, "ignore_eos": true, "stream": true});
+    let t0 = std::time::Instant::now();
+    let (s, text, broken) = post_stream(&client(), &url, &body).await;
+    let wall = t0.elapsed().as_secs_f64();
+    assert_eq!(s, 200);
+    assert!(!broken);
+    assert!(text.ends_with("data: [DONE]\n\n"));
+    // 3000 ms of simulated time at 10x speedup: at least 0.3 s of wall time
+    assert!(wall >= 0.3, "{wall}");
+    h.shutdown().await.unwrap();
+}
