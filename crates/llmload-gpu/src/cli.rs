@@ -15,7 +15,9 @@ use crate::table::render_table;
 /// Errors of the GPU commands (exit code 1 when returned).
 #[derive(Debug, thiserror::Error)]
 pub enum GpuCliError {
-    #[error("--listen {addr}: cannot bind ({source}); is another exporter on that port? pick another with --listen 127.0.0.1:PORT")]
+    #[error(
+        "--listen {addr}: cannot bind ({source}); is another exporter on that port? pick another with --listen 127.0.0.1:PORT"
+    )]
     Bind {
         addr: SocketAddr,
         source: std::io::Error,
@@ -205,9 +207,13 @@ impl GpuSamplingArgs {
     /// stderr when there is no GPU; never fails (the run goes on without GPU figures).
     pub async fn start(&self, epoch: Instant) -> GpuTelemetry {
         if self.no_gpu {
-            return GpuTelemetry::Unavailable(GpuUnavailable::new("GPU sampling disabled (--no-gpu)"));
+            return GpuTelemetry::Unavailable(GpuUnavailable::new(
+                "GPU sampling disabled (--no-gpu)",
+            ));
         }
-        let timeout = self.gpu_interval.clamp(Duration::from_secs(1), Duration::from_secs(5));
+        let timeout = self
+            .gpu_interval
+            .clamp(Duration::from_secs(1), Duration::from_secs(5));
         let src = match open_source(self.gpu_metrics_url.as_deref(), timeout) {
             Ok(s) => s,
             Err(u) => {
@@ -250,9 +256,7 @@ impl GpuTelemetry {
                         .last_error
                         .clone()
                         .map(|e| format!("no GPU reading in this benchmark's window: {e}"))
-                        .unwrap_or_else(|| {
-                            "no GPU reading in this benchmark's window".to_string()
-                        });
+                        .unwrap_or_else(|| "no GPU reading in this benchmark's window".to_string());
                     return Err(GpuUnavailable::new(reason));
                 }
                 w.set_client_totals(output_tokens, requests, duration_s);
@@ -262,12 +266,7 @@ impl GpuTelemetry {
     }
 
     /// Writes `benchmark.gpu` (or `gpu: null` plus `gpu_unavailable: {"reason": ...}`).
-    pub fn apply(
-        &self,
-        bench: &mut llmload_core::Benchmark,
-        start_s: f64,
-        end_s: f64,
-    ) {
+    pub fn apply(&self, bench: &mut llmload_core::Benchmark, start_s: f64, end_s: f64) {
         let b = &*bench;
         let out = self.results_for(
             start_s,

@@ -113,7 +113,9 @@ fn parse_line(line: &str) -> Result<Sample, String> {
         return Err(format!("metric `{name}`: timestamp `{ts}` is not a number"));
     }
     if let Some(extra) = fields.next() {
-        return Err(format!("metric `{name}`: unexpected `{extra}` after the timestamp"));
+        return Err(format!(
+            "metric `{name}`: unexpected `{extra}` after the timestamp"
+        ));
     }
     Ok(Sample {
         name: name.to_string(),
@@ -124,7 +126,9 @@ fn parse_line(line: &str) -> Result<Sample, String> {
 
 /// Parses `k="v", k2="v2"}` (the opening brace already consumed); returns the labels and the
 /// text after the closing brace.
-fn parse_labels(mut s: &str) -> Result<(Vec<(String, String)>, &str), String> {
+type Labels = Vec<(String, String)>;
+
+fn parse_labels(mut s: &str) -> Result<(Labels, &str), String> {
     let mut labels = Vec::new();
     loop {
         s = s.trim_start();
@@ -179,7 +183,9 @@ fn parse_labels(mut s: &str) -> Result<(Vec<(String, String)>, &str), String> {
         if let Some(rest) = s.strip_prefix(',') {
             s = rest;
         } else if !s.starts_with('}') {
-            return Err(format!("label `{key}`: expected `,` or `}}` after its value"));
+            return Err(format!(
+                "label `{key}`: expected `,` or `}}` after its value"
+            ));
         }
     }
 }
@@ -199,7 +205,8 @@ mod tests {
 
     #[test]
     fn reads_dcgm_comma_space_labels_and_elisions() {
-        let text = "# HELP x y\n...\nDCGM_FI_DEV_SM_CLOCK{gpu=\"0\", UUID=\"GPU-1\",container=\"\"} 139\n";
+        let text =
+            "# HELP x y\n...\nDCGM_FI_DEV_SM_CLOCK{gpu=\"0\", UUID=\"GPU-1\",container=\"\"} 139\n";
         let e = parse(text);
         assert_eq!(e.elided, 1);
         assert!(e.skipped.is_empty());

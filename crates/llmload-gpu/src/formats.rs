@@ -69,7 +69,10 @@ pub fn read_exposition(e: &Exposition) -> Result<(ExporterFormat, Vec<GpuReading
     if best == dcgm {
         Ok((ExporterFormat::Dcgm, read_dcgm(e)))
     } else if best == smi {
-        Ok((ExporterFormat::NvidiaGpuExporter, read_nvidia_gpu_exporter(e)))
+        Ok((
+            ExporterFormat::NvidiaGpuExporter,
+            read_nvidia_gpu_exporter(e),
+        ))
     } else {
         Ok((ExporterFormat::NvidiaGpuNames, read_nvidia_gpu_names(e)))
     }
@@ -121,7 +124,9 @@ fn read_dcgm(e: &Exposition) -> Vec<GpuReading> {
         let uuid = s.label("UUID").unwrap_or_default().to_string();
         // MIG instances are reported per GPU instance: keep them apart.
         let instance = s.label("GPU_I_ID").unwrap_or_default().to_string();
-        let acc = gpus.entry((index, uuid.clone(), instance.clone())).or_default();
+        let acc = gpus
+            .entry((index, uuid.clone(), instance.clone()))
+            .or_default();
         acc.r.index = index;
         acc.r.uuid = uuid;
         if acc.r.name.is_empty()

@@ -18,5 +18,7 @@ pub mod window;
 pub use formats::{ExporterFormat, parse_nvidia_smi_csv, read_exposition_text};
 pub use model::GpuReading;
 pub use sampler::{GpuHandle, GpuSampler, SamplerOptions, SamplerProgress};
-pub use source::{FakeSource, GpuError, GpuSource, GpuUnavailable, NvmlSource, RemoteSource, open_source};
+pub use source::{
+    FakeSource, GpuError, GpuSource, GpuUnavailable, NvmlSource, RemoteSource, open_source,
+};
 pub use window::{GpuDerived, GpuSeries, GpuSummary, GpuTotals, GpuWindow, GpuWindowGpu};

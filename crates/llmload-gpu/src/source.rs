@@ -131,10 +131,7 @@ impl NvmlSource {
                     .total_energy_consumption()
                     .ok()
                     .map(|mj| mj as f64 / 1000.0),
-                temp_c: d
-                    .temperature(TemperatureSensor::Gpu)
-                    .ok()
-                    .map(f64::from),
+                temp_c: d.temperature(TemperatureSensor::Gpu).ok().map(f64::from),
                 sm_clock_mhz: d.clock_info(Clock::SM).ok().map(f64::from),
             });
         }
@@ -206,10 +203,9 @@ impl RemoteSource {
         if uri.host().is_none() {
             return Err(bad("the URL has no host".into()));
         }
-        let client = hyper_util::client::legacy::Client::builder(
-            hyper_util::rt::TokioExecutor::new(),
-        )
-        .build_http();
+        let client =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build_http();
         Ok(Self {
             url: url.to_string(),
             uri,
@@ -242,15 +238,16 @@ impl RemoteSource {
                 .map_err(|e| bad(format!("request failed: {}", error_chain(&e))))?;
             let status = resp.status();
             if !status.is_success() {
-                return Err(bad(format!("HTTP {status}; is this the exporter's /metrics path?")));
+                return Err(bad(format!(
+                    "HTTP {status}; is this the exporter's /metrics path?"
+                )));
             }
             let body = http_body_util::Limited::new(resp.into_body(), MAX_BODY)
                 .collect()
                 .await
                 .map_err(|e| bad(format!("reading the body failed: {e}")))?
                 .to_bytes();
-            String::from_utf8(body.to_vec())
-                .map_err(|_| bad("the body is not UTF-8 text".into()))
+            String::from_utf8(body.to_vec()).map_err(|_| bad("the body is not UTF-8 text".into()))
         };
         tokio::time::timeout(self.timeout, work)
             .await

@@ -13,7 +13,15 @@ fn or_dash(v: Option<String>) -> String {
 /// Renders the readings as an aligned text table, one GPU per line.
 pub fn render_table(gpus: &[GpuReading]) -> String {
     let header = [
-        "GPU", "NAME", "UTIL", "MEMORY USED/TOTAL", "POWER", "TEMP", "SM CLOCK", "ENERGY", "UUID",
+        "GPU",
+        "NAME",
+        "UTIL",
+        "MEMORY USED/TOTAL",
+        "POWER",
+        "TEMP",
+        "SM CLOCK",
+        "ENERGY",
+        "UUID",
     ];
     let rows: Vec<[String; 9]> = gpus
         .iter()
@@ -32,14 +40,22 @@ pub fn render_table(gpus: &[GpuReading]) -> String {
             };
             [
                 r.index.to_string(),
-                if r.name.is_empty() { "-".into() } else { r.name.clone() },
+                if r.name.is_empty() {
+                    "-".into()
+                } else {
+                    r.name.clone()
+                },
                 or_dash(r.util_pct.map(|u| format!("{u:.0} %"))),
                 mem,
                 or_dash(r.power_w.map(|p| format!("{p:.1} W"))),
                 or_dash(r.temp_c.map(|t| format!("{t:.0} C"))),
                 or_dash(r.sm_clock_mhz.map(|c| format!("{c:.0} MHz"))),
                 or_dash(r.energy_j.map(|e| format!("{:.1} kJ", e / 1000.0))),
-                if r.uuid.is_empty() { "-".into() } else { r.uuid.clone() },
+                if r.uuid.is_empty() {
+                    "-".into()
+                } else {
+                    r.uuid.clone()
+                },
             ]
         })
         .collect();

@@ -116,6 +116,9 @@ fn interp(p: &[(f64, f64)], t: f64) -> f64 {
     if i >= p.len() {
         return p[p.len() - 1].1;
     }
+    if p[i].0 == t {
+        return p[i].1;
+    }
     let (t0, v0) = p[i - 1];
     let (t1, v1) = p[i];
     if t1 <= t0 {
@@ -266,6 +269,12 @@ fn opt_round_t(t: f64) -> f64 {
     (t * 1e6).round() / 1e6
 }
 
+/// Means and energies are rounded to 6 decimals (micro-units), so that a constant series reads
+/// back as that constant rather than as 99.99999999999999.
+fn round6(v: Option<f64>) -> Option<f64> {
+    v.map(|x| (x * 1e6).round() / 1e6)
+}
+
 fn max_of(vals: impl Iterator<Item = f64>) -> Option<f64> {
     vals.filter(|v| !v.is_nan())
         .fold(None, |m, v| Some(m.map_or(v, |m: f64| m.max(v))))
@@ -302,27 +311,34 @@ pub fn summarize(track: &Track, start: f64, end: f64) -> (GpuSummary, GpuSeries)
         },
     };
 
+    let energy_j = round6(energy_j);
     let summary = GpuSummary {
         samples: inside.len(),
         covered_s,
-        util_mean_pct: time_mean(&util, start, end),
+        util_mean_pct: round6(time_mean(&util, start, end)),
         util_max_pct: max_of(col_in(UTIL).iter().copied()),
-        mem_used_mean_bytes: time_mean(&mem, start, end),
+        mem_used_mean_bytes: round6(time_mean(&mem, start, end)),
         mem_used_peak_bytes: max_of(col_in(MEM).iter().copied()).map(|b| b as u64),
         mem_total_bytes: track.mem_total_bytes,
-        power_mean_w: time_mean(&power, start, end),
+        power_mean_w: round6(time_mean(&power, start, end)),
         power_max_w: max_of(col_in(POWER).iter().copied()),
         energy_j,
         energy_source,
-        temp_mean_c: time_mean(&temp, start, end),
+        temp_mean_c: round6(time_mean(&temp, start, end)),
         temp_max_c: max_of(col_in(TEMP).iter().copied()),
-        sm_clock_mean_mhz: time_mean(&sm, start, end),
+        sm_clock_mean_mhz: round6(time_mean(&sm, start, end)),
     };
     let opt = |v: &f64| (!v.is_nan()).then_some(*v);
     let series = GpuSeries {
-        t_s: track.t[inside.clone()].iter().map(|&t| opt_round_t(t)).collect(),
+        t_s: track.t[inside.clone()]
+            .iter()
+            .map(|&t| opt_round_t(t))
+            .collect(),
         util_pct: col_in(UTIL).iter().map(opt).collect(),
-        mem_used_bytes: col_in(MEM).iter().map(|v| opt(v).map(|b| b as u64)).collect(),
+        mem_used_bytes: col_in(MEM)
+            .iter()
+            .map(|v| opt(v).map(|b| b as u64))
+            .collect(),
         power_w: col_in(POWER).iter().map(opt).collect(),
         energy_j: col_in(ENERGY).iter().map(opt).collect(),
         temp_c: col_in(TEMP).iter().map(opt).collect(),
@@ -485,7 +501,7 @@ mod tests {
         assert_eq!(s.util_max_pct, Some(80.0));
         assert_eq!(s.mem_used_peak_bytes, Some(108));
         // power: 100 on [2,4], ramp 100->300 on [4,5], 300 on [5,8]: (200 + 200 + 900) / 6
-        assert!((s.power_mean_w.unwrap() - 1300.0 / 6.0).abs() < 1e-9);
+        assert!((s.power_mean_w.unwrap() - 1300.0 / 6.0).abs() < 1e-6);
         assert_eq!(s.power_max_w, Some(300.0));
         assert_eq!(s.energy_source, Some("counter"));
         assert!((s.energy_j.unwrap() - 1200.0).abs() < 1e-9);
