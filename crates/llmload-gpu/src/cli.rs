@@ -139,7 +139,7 @@ pub async fn run_exporter(args: GpuExporterArgs) -> Result<i32, GpuCliError> {
         Ok(h) => eprintln!(
             "gpu-exporter: {} GPU(s) from {}, read every {:?}; serving http://{local}/metrics",
             h.progress().gpus,
-            h.window(0.0, 0.0).source,
+            h.source(),
             args.interval
         ),
         Err(reason) => eprintln!(
@@ -226,7 +226,7 @@ impl GpuSamplingArgs {
             Ok(n) => {
                 eprintln!(
                     "gpu: sampling {n} GPU(s) from {} every {:?}",
-                    h.window(0.0, 0.0).source,
+                    h.source(),
                     self.gpu_interval
                 );
             }

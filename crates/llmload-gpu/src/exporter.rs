@@ -240,7 +240,7 @@ impl ExporterState {
         match &self.gpus {
             Ok(h) => {
                 let p = h.progress();
-                let source = h.window(0.0, 0.0).source;
+                let source = h.source();
                 render(&h.latest(), Ok((&p, &source)), self.dcgm_names)
             }
             Err(reason) => render(&[], Err(reason), self.dcgm_names),

@@ -231,6 +231,11 @@ impl GpuHandle {
         )
     }
 
+    /// Where readings come from (`nvml (driver ...)`, `http://... (dcgm-exporter)`, `fake`).
+    pub fn source(&self) -> String {
+        lock(&self.state).source.clone()
+    }
+
     /// The newest reading of every GPU.
     pub fn latest(&self) -> Vec<GpuReading> {
         lock(&self.state)

@@ -8,9 +8,10 @@
 //!   integrated (trapezoids) over the part of the window that samples cover
 //!   (`covered_s = min(end_s, last t) - max(start_s, first t)`, using samples just outside the
 //!   window to interpolate at its edges); with a single covering sample the mean is its value;
-//! - `energy_j`: the energy counter interpolated at both edges of the covered span, end minus
-//!   start (`energy_source: "counter"`); when there is no counter (or it went backwards), the
-//!   integral of power over the covered span (`"power_integral"`);
+//! - `energy_j`: the energy counter interpolated at both edges of its covered span, end minus
+//!   start, plus the integral of power over the parts of the window that power samples cover
+//!   beyond the counter's span (`energy_source: "counter"`); when there is no counter (or it
+//!   went backwards), the integral of power over the covered span (`"power_integral"`);
 //! - maxima and peaks are over the samples inside the window.
 
 use serde::Serialize;
@@ -79,10 +80,16 @@ impl Track {
         }
     }
 
-    /// The last reading held.
+    /// The last reading held; the energy counter is the last one read (it may be read less
+    /// often than the rest).
     pub fn latest(&self) -> Option<GpuReading> {
         let i = self.t.len().checked_sub(1)?;
         let get = |c: usize| Some(self.cols[c][i]).filter(|v| !v.is_nan());
+        let energy = self.cols[ENERGY]
+            .iter()
+            .rev()
+            .copied()
+            .find(|v| !v.is_nan());
         Some(GpuReading {
             index: self.index,
             uuid: self.uuid.clone(),
@@ -91,7 +98,7 @@ impl Track {
             mem_used_bytes: get(MEM).map(|b| b as u64),
             mem_total_bytes: self.mem_total_bytes,
             power_w: get(POWER),
-            energy_j: get(ENERGY),
+            energy_j: energy,
             temp_c: get(TEMP),
             sm_clock_mhz: get(SM),
         })
@@ -298,10 +305,24 @@ pub fn summarize(track: &Track, start: f64, end: f64) -> (GpuSummary, GpuSeries)
     let sm = pts(SM);
     let energy = pts(ENERGY);
 
-    let counter_energy = covered(&energy, start, end).and_then(|(l, h)| {
-        let e = interp(&energy, h) - interp(&energy, l);
+    let counter_energy = covered(&energy, start, end).and_then(|(lc, hc)| {
+        let e = interp(&energy, hc) - interp(&energy, lc);
         // Not enough points or a counter reset: do not trust it.
-        (energy.len() >= 2 && e >= 0.0).then_some(e)
+        if energy.len() < 2 || e < 0.0 {
+            return None;
+        }
+        // The counter may be read less often than power (NVML's costs ~4 ms of CPU): the parts
+        // of the window that power samples cover beyond the counter's span add their integral.
+        let mut edges = 0.0;
+        if let Some((lp, hp)) = covered(&power, start, end) {
+            if lp < lc {
+                edges += integrate(&power, lp, lc).map_or(0.0, |x| x.0);
+            }
+            if hp > hc {
+                edges += integrate(&power, hc, hp).map_or(0.0, |x| x.0);
+            }
+        }
+        Some(e + edges)
     });
     let (energy_j, energy_source) = match counter_energy {
         Some(e) => (Some(e), Some("counter")),
@@ -517,6 +538,22 @@ mod tests {
         let (s3, _) = summarize(&tr, 2.5, 7.5);
         assert!((s3.energy_j.unwrap() - 1000.0).abs() < 1e-9);
         assert_eq!(s3.samples, 5);
+    }
+
+    #[test]
+    fn sparse_counter_plus_power_at_the_edges() {
+        // Power 200 W every second on [0, 12]; the counter (200 J/s) read only at 0, 5 and 10.
+        let mut tr = Track::new(&reading(0.0, 0, 0.0, None));
+        for i in 0..=12 {
+            let t = i as f64;
+            let counter = (i % 5 == 0 && i <= 10).then_some(200.0 * t);
+            tr.push(t, &reading(0.0, 0, 200.0, counter));
+        }
+        let (s, _) = summarize(&tr, 1.0, 12.0);
+        assert_eq!(s.energy_source, Some("counter"));
+        assert_eq!(s.energy_j, Some(2200.0));
+        let (s, _) = summarize(&tr, 0.5, 3.5);
+        assert_eq!(s.energy_j, Some(600.0));
     }
 
     #[test]
