@@ -276,7 +276,7 @@ fn opt_round_t(t: f64) -> f64 {
     (t * 1e6).round() / 1e6
 }
 
-/// Means and energies are rounded to 6 decimals (micro-units), so that a constant series reads
+/// Means, energies and derived figures are rounded to 6 decimals (micro-units), so that a constant series reads
 /// back as that constant rather than as 99.99999999999999.
 fn round6(v: Option<f64>) -> Option<f64> {
     v.map(|x| (x * 1e6).round() / 1e6)
@@ -437,7 +437,7 @@ impl GpuWindow {
     pub fn derive(&self, output_tokens: u64, requests: u64, duration_s: f64) -> GpuDerived {
         let gpu_seconds = self.totals.gpu_count as f64 * duration_s.max(0.0);
         let pos = |x: f64| (x > 0.0 && x.is_finite()).then_some(x);
-        GpuDerived {
+        let d = GpuDerived {
             output_tokens,
             requests,
             duration_s,
@@ -455,6 +455,13 @@ impl GpuWindow {
                 .map(|e| e / requests as f64),
             gpu_seconds_per_1k_requests: (requests > 0 && gpu_seconds > 0.0)
                 .then(|| 1000.0 * gpu_seconds / requests as f64),
+        };
+        GpuDerived {
+            output_tokens_per_gpu_s: round6(d.output_tokens_per_gpu_s),
+            output_tokens_per_joule: round6(d.output_tokens_per_joule),
+            joules_per_request: round6(d.joules_per_request),
+            gpu_seconds_per_1k_requests: round6(d.gpu_seconds_per_1k_requests),
+            ..d
         }
     }
 
