@@ -57,9 +57,10 @@ impl GpuUnavailable {
 /// Local GPUs through NVML. The driver library (`libnvidia-ml.so.1`) is loaded at run time.
 ///
 /// NVML's energy counter is expensive (about 3.9 ms of CPU per read on an H100, driver 580,
-/// against ~30 us for everything else together), so it is read at most once per
-/// `energy_interval` (1 s by default; see [`NvmlSource::with_energy_interval`]); windows
-/// interpolate it and add integrated power at their edges.
+/// against ~40 us for everything else together), so one GPU's counter is read per
+/// `energy_interval` (1 s by default; see [`NvmlSource::with_energy_interval`]), in turn: with
+/// N GPUs each counter is read every N seconds. Windows take the counter's delta inside them and
+/// integrate power at their edges.
 pub struct NvmlSource {
     nvml: nvml_wrapper::Nvml,
     count: u32,
@@ -67,6 +68,7 @@ pub struct NvmlSource {
     names: Vec<(String, String)>,
     energy_interval: Duration,
     last_energy: Option<std::time::Instant>,
+    next_energy_gpu: u32,
 }
 
 impl NvmlSource {
@@ -113,10 +115,12 @@ impl NvmlSource {
             names,
             energy_interval: Duration::from_secs(1),
             last_energy: None,
+            next_energy_gpu: 0,
         })
     }
 
-    /// Reads the energy counter at most once per `every` (`Duration::ZERO`: on every read).
+    /// Reads one GPU's energy counter per `every`, in turn (`Duration::ZERO`: every GPU's on
+    /// every read).
     pub fn with_energy_interval(mut self, every: Duration) -> Self {
         self.energy_interval = every;
         self
@@ -137,10 +141,20 @@ impl NvmlSource {
     pub fn read_all(&mut self) -> Result<Vec<GpuReading>, GpuError> {
         use nvml_wrapper::enum_wrappers::device::{Clock, TemperatureSensor};
         let now = std::time::Instant::now();
-        let read_energy = self
+        let due = self
             .last_energy
             .is_none_or(|t| now.duration_since(t) >= self.energy_interval.mul_f64(0.9));
-        if read_energy {
+        // Which GPU's counter to read now: all on the first read or with a zero interval, else
+        // one in turn.
+        let all = self.last_energy.is_none() || self.energy_interval.is_zero();
+        let energy_gpu = if due && !all {
+            let g = self.next_energy_gpu % self.count.max(1);
+            self.next_energy_gpu = g + 1;
+            Some(g)
+        } else {
+            None
+        };
+        if due {
             self.last_energy = Some(now);
         }
         let mut out = Vec::with_capacity(self.count as usize);
@@ -159,7 +173,7 @@ impl NvmlSource {
                 mem_used_bytes: mem.as_ref().map(|m| m.used),
                 mem_total_bytes: mem.as_ref().map(|m| m.total),
                 power_w: d.power_usage().ok().map(|mw| f64::from(mw) / 1000.0),
-                energy_j: if read_energy {
+                energy_j: if (due && all) || energy_gpu == Some(i) {
                     d.total_energy_consumption()
                         .ok()
                         .map(|mj| mj as f64 / 1000.0)

@@ -8,10 +8,11 @@
 //!   integrated (trapezoids) over the part of the window that samples cover
 //!   (`covered_s = min(end_s, last t) - max(start_s, first t)`, using samples just outside the
 //!   window to interpolate at its edges); with a single covering sample the mean is its value;
-//! - `energy_j`: the energy counter interpolated at both edges of its covered span, end minus
-//!   start, plus the integral of power over the parts of the window that power samples cover
-//!   beyond the counter's span (`energy_source: "counter"`); when there is no counter (or it
-//!   went backwards), the integral of power over the covered span (`"power_integral"`);
+//! - `energy_j`: the energy counter's last sample inside the window minus its first, plus the
+//!   integral of power over the parts of the window before the first and after the last of them
+//!   (`energy_source: "counter"`); with fewer than two counter samples inside the window, or a
+//!   counter that went backwards, the integral of power over the covered span
+//!   (`"power_integral"`);
 //! - maxima and peaks are over the samples inside the window.
 
 use serde::Serialize;
@@ -305,25 +306,25 @@ pub fn summarize(track: &Track, start: f64, end: f64) -> (GpuSummary, GpuSeries)
     let sm = pts(SM);
     let energy = pts(ENERGY);
 
-    let counter_energy = covered(&energy, start, end).and_then(|(lc, hc)| {
-        let e = interp(&energy, hc) - interp(&energy, lc);
-        // Not enough points or a counter reset: do not trust it.
-        if energy.len() < 2 || e < 0.0 {
-            return None;
-        }
-        // The counter may be read less often than power (NVML's costs ~4 ms of CPU): the parts
-        // of the window that power samples cover beyond the counter's span add their integral.
-        let mut edges = 0.0;
-        if let Some((lp, hp)) = covered(&power, start, end) {
-            if lp < lc {
-                edges += integrate(&power, lp, lc).map_or(0.0, |x| x.0);
+    // The counter's delta between its first and last samples inside the window, plus the
+    // integral of power over the window's parts before the first and after the last of them
+    // (the counter may be read less often than power: NVML's costs ~4 ms of CPU per read).
+    let counter_energy = {
+        let inner: Vec<(f64, f64)> = energy
+            .iter()
+            .copied()
+            .filter(|&(t, _)| t >= start && t <= end)
+            .collect();
+        match (inner.first(), inner.last()) {
+            (Some(&(c0, e0)), Some(&(c1, e1))) if inner.len() >= 2 && e1 >= e0 => {
+                let before = integrate(&power, start, c0).map_or(0.0, |x| x.0);
+                let after = integrate(&power, c1, end).map_or(0.0, |x| x.0);
+                Some(e1 - e0 + before + after)
             }
-            if hp > hc {
-                edges += integrate(&power, hc, hp).map_or(0.0, |x| x.0);
-            }
+            // Fewer than two counter samples in the window, or a counter reset.
+            _ => None,
         }
-        Some(e + edges)
-    });
+    };
     let (energy_j, energy_source) = match counter_energy {
         Some(e) => (Some(e), Some("counter")),
         None => match integrate(&power, start, end) {
