@@ -141,20 +141,15 @@ impl NvmlSource {
     pub fn read_all(&mut self) -> Result<Vec<GpuReading>, GpuError> {
         use nvml_wrapper::enum_wrappers::device::{Clock, TemperatureSensor};
         let now = std::time::Instant::now();
-        let due = self
-            .last_energy
-            .is_none_or(|t| now.duration_since(t) >= self.energy_interval.mul_f64(0.9));
-        // Which GPU's counter to read now: all on the first read or with a zero interval, else
-        // one in turn.
-        let all = self.last_energy.is_none() || self.energy_interval.is_zero();
-        let energy_gpu = if due && !all {
-            let g = self.next_energy_gpu % self.count.max(1);
-            self.next_energy_gpu = g + 1;
-            Some(g)
-        } else {
-            None
-        };
-        if due {
+        let pick = EnergySchedule {
+            last: self.last_energy,
+            every: self.energy_interval,
+            next: self.next_energy_gpu,
+            count: self.count,
+        }
+        .pick(now);
+        if let Some(next) = pick.next {
+            self.next_energy_gpu = next;
             self.last_energy = Some(now);
         }
         let mut out = Vec::with_capacity(self.count as usize);
@@ -173,7 +168,7 @@ impl NvmlSource {
                 mem_used_bytes: mem.as_ref().map(|m| m.used),
                 mem_total_bytes: mem.as_ref().map(|m| m.total),
                 power_w: d.power_usage().ok().map(|mw| f64::from(mw) / 1000.0),
-                energy_j: if (due && all) || energy_gpu == Some(i) {
+                energy_j: if pick.reads(i) {
                     d.total_energy_consumption()
                         .ok()
                         .map(|mj| mj as f64 / 1000.0)
@@ -185,6 +180,58 @@ impl NvmlSource {
             });
         }
         Ok(out)
+    }
+}
+
+/// Which energy counters to read on one NVML read: all of them on the first read (or with a
+/// zero interval), else one GPU's per interval, in turn.
+struct EnergySchedule {
+    last: Option<std::time::Instant>,
+    every: Duration,
+    next: u32,
+    count: u32,
+}
+
+#[derive(Debug, PartialEq)]
+struct EnergyPick {
+    all: bool,
+    one: Option<u32>,
+    /// The next GPU in turn, when a read is due (`None`: nothing read now).
+    next: Option<u32>,
+}
+
+impl EnergyPick {
+    fn reads(&self, gpu: u32) -> bool {
+        self.all || self.one == Some(gpu)
+    }
+}
+
+impl EnergySchedule {
+    fn pick(&self, now: std::time::Instant) -> EnergyPick {
+        // 10 % slack so that a tick arriving a little early still reads.
+        let due = self
+            .last
+            .is_none_or(|t| now.duration_since(t) >= self.every.mul_f64(0.9));
+        if !due {
+            return EnergyPick {
+                all: false,
+                one: None,
+                next: None,
+            };
+        }
+        if self.last.is_none() || self.every.is_zero() {
+            return EnergyPick {
+                all: true,
+                one: None,
+                next: Some(self.next),
+            };
+        }
+        let g = self.next % self.count.max(1);
+        EnergyPick {
+            all: false,
+            one: Some(g),
+            next: Some(g + 1),
+        }
     }
 }
 
@@ -394,5 +441,47 @@ pub fn open_source(
             .map(|s| Box::new(s) as Box<dyn GpuSource>)
             .map_err(|e| GpuUnavailable::new(e.to_string())),
         None => NvmlSource::open().map(|s| Box::new(s) as Box<dyn GpuSource>),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    #[test]
+    fn energy_counters_are_read_in_turn_once_per_interval() {
+        let t0 = Instant::now();
+        let mut sched = EnergySchedule {
+            last: None,
+            every: Duration::from_secs(1),
+            next: 0,
+            count: 3,
+        };
+        // First read: every GPU.
+        let p = sched.pick(t0);
+        assert!(p.reads(0) && p.reads(1) && p.reads(2));
+        sched.last = Some(t0);
+        sched.next = p.next.unwrap();
+        // 100 ms later: none.
+        let p = sched.pick(t0 + Duration::from_millis(100));
+        assert!(!p.reads(0) && !p.reads(1) && !p.reads(2));
+        assert_eq!(p.next, None);
+        // Then one GPU per second, in turn (a tick 50 ms early still counts).
+        let mut seen = Vec::new();
+        for k in 1..=4u64 {
+            let now = t0 + Duration::from_millis(1000 * k - 50);
+            let p = sched.pick(now);
+            let g = (0..3).find(|&g| p.reads(g)).unwrap();
+            assert_eq!((0..3).filter(|&g| p.reads(g)).count(), 1);
+            seen.push(g);
+            sched.last = Some(now);
+            sched.next = p.next.unwrap();
+        }
+        assert_eq!(seen, vec![0, 1, 2, 0]);
+        // Zero interval: all, every time.
+        sched.every = Duration::ZERO;
+        let p = sched.pick(t0 + Duration::from_secs(10));
+        assert!(p.reads(0) && p.reads(1) && p.reads(2));
     }
 }
