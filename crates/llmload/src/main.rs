@@ -30,6 +30,10 @@ enum Cmd {
     Sweep(Box<sweep::SweepCmdArgs>),
     /// Serve the simulated vLLM server (OpenAI API, /metrics, faults) on 127.0.0.1.
     Sim(Box<llmload_sim::cli::SimArgs>),
+    /// Print a table of the local GPUs (NVML) or of a GPU exporter URL.
+    Gpu(llmload_gpu::cli::GpuArgs),
+    /// Serve GPU telemetry as Prometheus metrics (nvidia_gpu_* names, optionally DCGM's).
+    GpuExporter(llmload_gpu::cli::GpuExporterArgs),
     /// Check a target and send a few requests one at a time, printing every stamp.
     Probe(Box<llmload_client::cli::ProbeArgs>),
     /// List the workload presets (chat, summarization, codegen, stress, rag, vision, ...).
@@ -86,6 +90,8 @@ async fn dispatch(cli: Cli, matches: &clap::ArgMatches) -> anyhow::Result<i32> {
             sweep::run(*args).await
         }
         Cmd::Sim(args) => Ok(llmload_sim::cli::run(*args).await?),
+        Cmd::Gpu(args) => Ok(llmload_gpu::cli::run_gpu(args).await?),
+        Cmd::GpuExporter(args) => Ok(llmload_gpu::cli::run_exporter(args).await?),
         Cmd::Probe(args) => Ok(llmload_client::cli::run(*args, None).await?),
         Cmd::Scenarios(args) => Ok(llmload_workload::cli::run_scenarios(&args)?),
         Cmd::Metrics(args) => Ok(llmload_prom::cli::run(args).await?),
