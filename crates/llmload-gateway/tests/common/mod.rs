@@ -1,7 +1,7 @@
 //! Helpers for the end-to-end tests: a gateway in front of test backends, a small HTTP client,
 //! and a reader for the gateway's /metrics. Backends are reached through `TestBackend`, so the
 //! same tests can be pointed at the real simulator.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used)]
 
 use std::time::Duration;
 
