@@ -78,6 +78,10 @@ pub struct GatewayArgs {
     #[arg(long, value_name = "SECONDS")]
     pub header_read_timeout: Option<f64>,
 
+    /// Seconds a client has to send the whole request body [default: 30].
+    #[arg(long, value_name = "SECONDS")]
+    pub body_read_timeout: Option<f64>,
+
     /// Seconds between active health checks [default: 5].
     #[arg(long, value_name = "SECONDS")]
     pub health_interval: Option<f64>,
@@ -156,6 +160,11 @@ impl GatewayArgs {
             "--header-read-timeout",
             self.header_read_timeout,
             &mut c.header_read_timeout,
+        )?;
+        dur(
+            "--body-read-timeout",
+            self.body_read_timeout,
+            &mut c.body_read_timeout,
         )?;
         dur(
             "--health-interval",

@@ -70,6 +70,8 @@ pub struct GatewayConfig {
     pub idle_timeout: Duration,
     /// Time a client has to send a complete request head (slowloris guard).
     pub header_read_timeout: Duration,
+    /// Time a client has to send the complete request body after its head.
+    pub body_read_timeout: Duration,
     /// Interval of active health checks.
     pub health_interval: Duration,
     /// Path probed by active health checks (`/health` for vLLM).
@@ -105,6 +107,7 @@ impl Default for GatewayConfig {
             first_byte_timeout: Duration::from_secs(300),
             idle_timeout: Duration::from_secs(60),
             header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(30),
             health_interval: Duration::from_secs(5),
             health_path: "/health".to_string(),
             models_refresh_interval: Duration::from_secs(30),
@@ -134,6 +137,7 @@ struct FileConfig {
     first_byte_timeout_s: Option<f64>,
     idle_timeout_s: Option<f64>,
     header_read_timeout_s: Option<f64>,
+    body_read_timeout_s: Option<f64>,
     health_interval_s: Option<f64>,
     health_path: Option<String>,
     models_refresh_interval_s: Option<f64>,
@@ -208,6 +212,7 @@ impl GatewayConfig {
         set_secs!(first_byte_timeout_s, first_byte_timeout);
         set_secs!(idle_timeout_s, idle_timeout);
         set_secs!(header_read_timeout_s, header_read_timeout);
+        set_secs!(body_read_timeout_s, body_read_timeout);
         set_secs!(health_interval_s, health_interval);
         set_secs!(models_refresh_interval_s, models_refresh_interval);
         c.access_log = f.access_log;

@@ -425,7 +425,19 @@ async fn proxy(shared: Arc<Shared>, req: Request<Incoming>, t0: Instant) -> Resp
         );
     }
     let (parts, body) = req.into_parts();
-    let body = match Limited::new(body, max).collect().await {
+    let collected = tokio::time::timeout(
+        shared.cfg.body_read_timeout,
+        Limited::new(body, max).collect(),
+    )
+    .await;
+    let Ok(collected) = collected else {
+        return early(
+            StatusCode::REQUEST_TIMEOUT,
+            "invalid_request_error",
+            "the request body did not arrive within --body-read-timeout",
+        );
+    };
+    let body = match collected {
         Ok(c) => c.to_bytes(),
         Err(e) => {
             if e.downcast_ref::<LengthLimitError>().is_some() {
