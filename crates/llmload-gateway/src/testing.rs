@@ -101,7 +101,12 @@ pub struct MockBackend {
 impl MockBackend {
     /// Starts on 127.0.0.1 with an ephemeral port.
     pub async fn start(cfg: MockConfig) -> std::io::Result<Self> {
-        let l = TcpListener::bind("127.0.0.1:0").await?;
+        Self::start_on("127.0.0.1:0".parse().expect("literal address"), cfg).await
+    }
+
+    /// Starts on a given address.
+    pub async fn start_on(addr: SocketAddr, cfg: MockConfig) -> std::io::Result<Self> {
+        let l = TcpListener::bind(addr).await?;
         let addr = l.local_addr()?;
         let state = Arc::new(MockState {
             cfg,
@@ -385,16 +390,19 @@ async fn generate(
     } else {
         (format!("cmpl-{id}"), "text_completion")
     };
-    let chunk = |choice: serde_json::Value| -> Bytes {
-        let v = serde_json::json!({"id": rid, "object": obj, "created": 1700000000, "model": model, "choices": [choice]});
-        Bytes::from(format!("data: {v}\n\n"))
-    };
+    // Chunks are formatted directly (not through serde_json::Value) to keep the backend cheap
+    // in benchmarks; the model name is JSON-escaped once.
+    let model_json = serde_json::to_string(model).unwrap_or_else(|_| "\"\"".into());
+    let head = format!(
+        "data: {{\"id\":\"{rid}\",\"object\":\"{obj}\",\"created\":1700000000,\"model\":{model_json},\"choices\":["
+    );
+    let chunk = |choice: &str| -> Bytes { Bytes::from(format!("{head}{choice}]}}\n\n")) };
     if !cfg.ttft.is_zero() && !pause(tx, cfg.ttft).await {
         return false;
     }
     if chat {
         let first = chunk(
-            serde_json::json!({"index":0,"delta":{"role":"assistant","content":""},"logprobs":null,"finish_reason":null}),
+            r#"{"index":0,"delta":{"role":"assistant","content":""},"logprobs":null,"finish_reason":null}"#,
         );
         if tx.send(first).await.is_err() {
             return false;
@@ -404,13 +412,14 @@ async fn generate(
         if i > 0 && !cfg.itl.is_zero() && !pause(tx, cfg.itl).await {
             return false;
         }
-        let text = format!("tok{i} ");
         let c = if chat {
-            chunk(
-                serde_json::json!({"index":0,"delta":{"content":text},"logprobs":null,"finish_reason":null}),
-            )
+            chunk(&format!(
+                r#"{{"index":0,"delta":{{"content":"tok{i} "}},"logprobs":null,"finish_reason":null}}"#
+            ))
         } else {
-            chunk(serde_json::json!({"index":0,"text":text,"logprobs":null,"finish_reason":null}))
+            chunk(&format!(
+                r#"{{"index":0,"text":"tok{i} ","logprobs":null,"finish_reason":null}}"#
+            ))
         };
         if tx.send(c).await.is_err() {
             return false;
@@ -423,24 +432,22 @@ async fn generate(
     }
     let fin = if chat {
         chunk(
-            serde_json::json!({"index":0,"delta":{},"logprobs":null,"finish_reason":"length","stop_reason":null}),
+            r#"{"index":0,"delta":{},"logprobs":null,"finish_reason":"length","stop_reason":null}"#,
         )
     } else {
         chunk(
-            serde_json::json!({"index":0,"text":"","logprobs":null,"finish_reason":"length","stop_reason":null}),
+            r#"{"index":0,"text":"","logprobs":null,"finish_reason":"length","stop_reason":null}"#,
         )
     };
     if tx.send(fin).await.is_err() {
         return false;
     }
     if usage {
-        let v = serde_json::json!({"id": rid, "object": obj, "created": 1700000000, "model": model, "choices": [],
-            "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens + n as u64, "completion_tokens": n}});
-        if tx
-            .send(Bytes::from(format!("data: {v}\n\n")))
-            .await
-            .is_err()
-        {
+        let u = format!(
+            "{head}],\"usage\":{{\"prompt_tokens\":{prompt_tokens},\"total_tokens\":{},\"completion_tokens\":{n}}}}}\n\n",
+            prompt_tokens + n as u64
+        );
+        if tx.send(Bytes::from(u)).await.is_err() {
             return false;
         }
     }
