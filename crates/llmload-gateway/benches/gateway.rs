@@ -6,7 +6,8 @@
 //! 8), BENCH_BACKEND_ADDR (bind the test backend there, e.g. to point LiteLLM at it),
 //! BENCH_EXTRA_TARGET (another proxy's base URL, e.g. http://127.0.0.1:4000, measured in the
 //! same run), BENCH_EXTRA_MODEL (model name to send to it, default mock-model),
-//! BENCH_EXTRA_KEY (bearer key for it), BENCH_GATEWAY_URL (measure an already running gateway,
+//! BENCH_EXTRA_KEY (bearer key for it), BENCH_CLIENT_THREADS (worker threads shared by the
+//! load client and the test backend, default 2), BENCH_GATEWAY_URL (measure an already running gateway,
 //! e.g. the `gateway` example pinned to two cores, instead of one spawned in-process; start it
 //! with `--backend http://$BENCH_BACKEND_ADDR`), BENCH_ONLY_BACKEND=1 (serve the test backend on
 //! BENCH_BACKEND_ADDR for BENCH_SECS seconds and do nothing else).
@@ -157,8 +158,9 @@ fn main() {
         .thread_name("gateway")
         .build()
         .expect("gateway runtime");
+    let client_threads: usize = env("BENCH_CLIENT_THREADS", 2);
     let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(client_threads)
         .enable_all()
         .build()
         .expect("client runtime");
