@@ -197,6 +197,61 @@ impl Metrics {
         let _ = prometheus_client::encoding::text::encode(&mut s, &self.registry);
         s
     }
+
+    /// Renders the classic Prometheus text format (0.0.4): counters are described under their
+    /// sample name (`gateway_requests_total`) and there is no `# EOF`. This is what `curl`,
+    /// `promtool` and scrapers that do not ask for OpenMetrics get.
+    pub fn render_prometheus(&self) -> String {
+        to_prometheus_text(&self.render())
+    }
+}
+
+/// Converts prometheus-client's OpenMetrics output to the classic text format.
+fn to_prometheus_text(om: &str) -> String {
+    let mut out = String::with_capacity(om.len());
+    let mut help: Option<&str> = None;
+    for line in om.lines() {
+        if line == "# EOF" {
+            continue;
+        }
+        if line.starts_with("# HELP ") {
+            if let Some(h) = help.take() {
+                out.push_str(h);
+                out.push('\n');
+            }
+            help = Some(line);
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap_or((rest, ""));
+            let suffix = if kind == "counter" && !name.ends_with("_total") {
+                "_total"
+            } else {
+                ""
+            };
+            if let Some(h) = help.take() {
+                let text = h
+                    .strip_prefix("# HELP ")
+                    .and_then(|r| r.split_once(' '))
+                    .map(|(_, t)| t)
+                    .unwrap_or("");
+                out.push_str(&format!("# HELP {name}{suffix} {text}\n"));
+            }
+            out.push_str(&format!("# TYPE {name}{suffix} {kind}\n"));
+            continue;
+        }
+        if let Some(h) = help.take() {
+            out.push_str(h);
+            out.push('\n');
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    if let Some(h) = help {
+        out.push_str(h);
+        out.push('\n');
+    }
+    out
 }
 
 #[cfg(test)]
@@ -227,6 +282,12 @@ mod tests {
             })
             .set(1);
         let t = m.render();
+        let p = m.render_prometheus();
+        assert!(p.contains("# TYPE gateway_requests_total counter\n"));
+        assert!(p.contains("# HELP gateway_requests_total Requests answered"));
+        assert!(p.contains("# TYPE gateway_queue_depth gauge\n"));
+        assert!(!p.contains("# EOF"));
+        assert!(t.ends_with("# EOF\n"));
         for name in [
             "gateway_requests_total{model=\"m\",backend=\"b\",status=\"200\"} 1",
             "gateway_time_to_first_token_seconds_bucket{le=\"0.1\",model=\"m\",backend=\"b\"} 1",

@@ -153,7 +153,7 @@ pub async fn handle(
     match (req.method(), req.uri().path()) {
         (&Method::GET, "/health") => return Ok(health(&shared)),
         (&Method::GET, "/metrics") if shared.serve_metrics_on_main => {
-            return Ok(metrics_response(&shared));
+            return Ok(metrics_response(&shared, req.headers()));
         }
         _ => {}
     }
@@ -193,7 +193,7 @@ pub async fn handle_admin(
     req: Request<Incoming>,
 ) -> Result<Response<GwBody>, Infallible> {
     Ok(match (req.method(), req.uri().path()) {
-        (&Method::GET, "/metrics") => metrics_response(&shared),
+        (&Method::GET, "/metrics") => metrics_response(&shared, req.headers()),
         (&Method::GET, "/health") => health(&shared),
         _ => error_response(
             StatusCode::NOT_FOUND,
@@ -203,12 +203,28 @@ pub async fn handle_admin(
     })
 }
 
-fn metrics_response(shared: &Shared) -> Response<GwBody> {
-    let mut r = Response::new(GwBody::full(shared.metrics.render()));
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
-    );
+/// OpenMetrics when the scraper asks for it (Prometheus does), the classic text format
+/// otherwise.
+fn metrics_response(shared: &Shared, headers: &HeaderMap) -> Response<GwBody> {
+    let wants_om = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("application/openmetrics-text"));
+    let (body, ct) = if wants_om {
+        (
+            shared.metrics.render(),
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )
+    } else {
+        (
+            shared.metrics.render_prometheus(),
+            "text/plain; version=0.0.4; charset=utf-8",
+        )
+    };
+    let mut r = Response::new(GwBody::full(body));
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
     r
 }
 

@@ -548,3 +548,70 @@ async fn model_routing_and_merged_models() {
     );
     h.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_exposition_passes_promtool() {
+    let Ok(out) = std::process::Command::new("promtool")
+        .arg("--version")
+        .output()
+    else {
+        eprintln!("promtool not installed: skipping the exposition check");
+        return;
+    };
+    assert!(out.status.success());
+    let a = MockBackend::start(MockConfig::default()).await.unwrap();
+    let h = spawn(test_config(&[a.url()])).await.unwrap();
+    let c = client();
+    for _ in 0..3 {
+        post(
+            &c,
+            &gw_url(&h, "/v1/chat/completions"),
+            &chat("mock-model", 4, true),
+        )
+        .await;
+    }
+    post(
+        &c,
+        &gw_url(&h, "/v1/chat/completions"),
+        &chat("nope", 4, true),
+    )
+    .await;
+    let text = metrics_text(&c, &h).await;
+    let om = send(
+        &c,
+        "GET",
+        &gw_url(&h, "/metrics"),
+        Bytes::new(),
+        &[("accept", "application/openmetrics-text; version=1.0.0")],
+    )
+    .await;
+    assert!(om.text().ends_with("# EOF\n"));
+    assert!(
+        om.headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/openmetrics-text")
+    );
+    h.shutdown().await;
+    use std::io::Write;
+    let mut child = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool: {}{}\n{text}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
