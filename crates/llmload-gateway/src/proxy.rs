@@ -425,8 +425,25 @@ async fn proxy(shared: Arc<Shared>, req: Request<Incoming>, t0: Instant) -> Resp
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|s| s.parse::<u64>().ok());
+    // Set once the body is parsed, for the access log of requests answered by the gateway.
+    let logged_model: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     let early = |status: StatusCode, kind: &str, msg: &str| {
         shared.metrics.count_request("", "", status.as_str());
+        if let Some(log) = &shared.log {
+            log.write(AccessRecord {
+                request_id: &rid,
+                model: logged_model.get().map(String::as_str),
+                backend: "",
+                status: status.as_str(),
+                http_status: status.as_u16(),
+                attempts: 0,
+                ttft_s: None,
+                prompt_tokens: None,
+                output_tokens: None,
+                token_source: "none",
+                duration_s: t0.elapsed().as_secs_f64(),
+            });
+        }
         let mut r = error_response(status, kind, msg);
         r.headers_mut().insert("x-request-id", rid_hv.clone());
         r
@@ -507,6 +524,9 @@ async fn proxy(shared: Arc<Shared>, req: Request<Incoming>, t0: Instant) -> Resp
         }
     }
     let model = peek.model.as_deref();
+    if let Some(m) = model {
+        let _ = logged_model.set(truncate(m, 256));
+    }
 
     let mut exclude: Option<usize> = None;
     let mut last_err: Option<(StatusCode, String)> = None;
@@ -615,10 +635,7 @@ async fn proxy(shared: Arc<Shared>, req: Request<Incoming>, t0: Instant) -> Resp
         }
     }
     let (status, msg) = last_err.unwrap_or((StatusCode::BAD_GATEWAY, "upstream failed".into()));
-    let mut r = error_response(status, "upstream_error", &msg);
-    shared.metrics.count_request("", "", status.as_str());
-    r.headers_mut().insert("x-request-id", rid_hv);
-    r
+    early(status, "upstream_error", &msg)
 }
 
 #[allow(clippy::too_many_arguments)]

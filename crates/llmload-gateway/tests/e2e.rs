@@ -480,13 +480,25 @@ async fn auth_body_limit_and_queue_full() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert_eq!(lines.len(), 3, "{text}");
-    for l in &lines {
-        assert_eq!(l["status"], "200");
+    // 3 proxied requests, plus the 413 and the 429 the gateway answered itself (401s are
+    // answered before a request id exists and are only counted).
+    assert_eq!(lines.len(), 5, "{text}");
+    let ok: Vec<_> = lines.iter().filter(|l| l["status"] == "200").collect();
+    assert_eq!(ok.len(), 3);
+    for l in &ok {
         assert_eq!(l["token_source"], "usage");
         assert!(l["ttft_s"].as_f64().unwrap() > 0.0);
         assert!(l["request_id"].as_str().unwrap().starts_with("gw-"));
     }
+    let tokens: u64 = ok
+        .iter()
+        .map(|l| l["output_tokens"].as_u64().unwrap())
+        .sum();
+    assert_eq!(tokens, 2 + 10 + 10, "exact counts from the usage chunk");
+    let rejected: Vec<_> = lines.iter().filter(|l| l["status"] != "200").collect();
+    assert_eq!(rejected[0]["status"], "413");
+    assert_eq!(rejected[1]["status"], "429");
+    assert_eq!(rejected[1]["model"], "mock-model");
     assert!(!text.contains("sk-test"));
     let _ = std::fs::remove_file(&keys);
     let _ = std::fs::remove_file(&log);
