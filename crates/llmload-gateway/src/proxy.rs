@@ -362,6 +362,8 @@ fn build_upstream(
     headers.remove(header::HOST);
     headers.remove(header::CONTENT_LENGTH);
     headers.remove(header::EXPECT);
+    // The gateway reads the stream (timings, tokens): ask for it uncompressed.
+    headers.remove(header::ACCEPT_ENCODING);
     if shared.keys.is_some() {
         // The client's key was for the gateway.
         headers.remove(header::AUTHORIZATION);
