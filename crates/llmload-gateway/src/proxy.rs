@@ -112,7 +112,7 @@ impl Body for GwBody {
     fn is_end_stream(&self) -> bool {
         match self {
             GwBody::Full(b) => b.is_none(),
-            GwBody::Proxy(p) => p.done && p.pending.is_none(),
+            GwBody::Proxy(p) => p.done,
         }
     }
 
@@ -699,7 +699,6 @@ fn respond(
         model_requested: model.map(|m| truncate(m, 256)),
         status: parts.status.as_u16(),
         attempts,
-        pending: None,
         done: false,
         finished: false,
         strip,
@@ -745,7 +744,6 @@ pub struct ProxyBody {
     model_requested: Option<String>,
     status: u16,
     attempts: u32,
-    pending: Option<Bytes>,
     done: bool,
     finished: bool,
     strip: bool,
@@ -922,9 +920,6 @@ impl Body for ProxyBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
-        if let Some(b) = this.pending.take() {
-            return Poll::Ready(Some(Ok(Frame::data(b))));
-        }
         if this.done {
             return Poll::Ready(None);
         }
@@ -991,7 +986,7 @@ impl Body for ProxyBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.done && self.pending.is_none()
+        self.done
     }
 }
 
