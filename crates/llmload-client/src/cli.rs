@@ -61,7 +61,7 @@ pub struct ClientArgs {
     #[arg(long, value_name = "JSON", value_parser = parse_body_json)]
     pub body_json: Option<serde_json::Map<String, serde_json::Value>>,
 
-    /// Limit for one whole request in seconds (dispatch to end); none by default.
+    /// Limit for one whole request in seconds (connection setup included); none by default.
     #[arg(long, value_name = "SECS", value_parser = parse_secs)]
     pub request_timeout: Option<Duration>,
 

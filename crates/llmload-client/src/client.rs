@@ -264,7 +264,8 @@ impl Client {
                 },
                 ..Default::default()
             },
-            resp: ResponseState::new(keep_text, inner.cfg.record_chunks),
+            resp: ResponseState::new(keep_text, inner.cfg.record_chunks)
+                .with_capacity(spec.max_tokens.unwrap_or(16) as usize),
             end: None,
             t_end: None,
         };
@@ -764,6 +765,16 @@ impl Client {
                 None => return None,
             }
         };
+        match end_now() {
+            Some(true) => {
+                self.inner.pool.checkin(conn);
+                return;
+            }
+            Some(false) => return,
+            None => {}
+        }
+        // The connection task usually delivers the end as soon as it runs once.
+        tokio::task::yield_now().await;
         match end_now() {
             Some(true) => {
                 self.inner.pool.checkin(conn);

@@ -53,7 +53,7 @@ pub struct ClientConfig {
     /// `--body-json`: merged into every body last; a key here replaces ours, a `null` value
     /// removes ours.
     pub extra_body: serde_json::Map<String, serde_json::Value>,
-    /// Whole-request limit (dispatch to end of response).
+    /// Whole-request limit, from the call to `send` to the end of the response.
     pub request_timeout: Option<Duration>,
     /// Limit for opening one TCP connection.
     pub connect_timeout: Duration,

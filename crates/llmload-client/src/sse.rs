@@ -72,7 +72,38 @@ impl SseParser {
                 }
             }
             let keep_going = if self.partial.is_empty() {
-                self.line(&input[..line_end], f)
+                let line = &input[..line_end];
+                // Fast path: a one-line `data:` event followed at once by its blank line is
+                // dispatched straight from the input, without copying.
+                if self.data_lines == 0
+                    && line.starts_with(b"data:")
+                    && next < input.len()
+                    && (input[next] == b'\n' || input[next] == b'\r')
+                {
+                    let v = &line[5..];
+                    let value = v.strip_prefix(b" ").unwrap_or(v);
+                    let mut after = next + 1;
+                    if input[next] == b'\r' {
+                        if after < input.len() {
+                            if input[after] == b'\n' {
+                                after += 1;
+                            }
+                        } else {
+                            self.skip_lf = true;
+                        }
+                    }
+                    let r = f(SseItem::Event {
+                        data: value,
+                        name: &self.name,
+                    });
+                    self.name.clear();
+                    if !r {
+                        return false;
+                    }
+                    input = &input[after..];
+                    continue;
+                }
+                self.line(line, f)
             } else {
                 let mut line = std::mem::take(&mut self.partial);
                 line.extend_from_slice(&input[..line_end]);
@@ -209,6 +240,19 @@ mod tests {
     fn split_crlf_between_reads_is_one_terminator() {
         // "\r" ends read 1, "\n" starts read 2: one line end, not a blank line.
         let (o, _) = run(&[b"data: a\r", b"\ndata: b\r\n\r\n"]);
+        assert_eq!(o, vec![ev("a\nb")]);
+    }
+
+    #[test]
+    fn fast_path_edges() {
+        // Blank line `\r` ends the read; its `\n` opens the next one.
+        let (o, _) = run(&[b"data: a\r\n\r", b"\ndata: b\n\n"]);
+        assert_eq!(o, vec![ev("a"), ev("b")]);
+        // An event name before a one-line event is kept, then cleared.
+        let (o, _) = run(&[b"event: error\ndata: x\n\ndata: y\n\n"]);
+        assert_eq!(o, vec![Got::Ev("x".into(), "error".into()), ev("y")]);
+        // `data:` then a second data line is not the fast path.
+        let (o, _) = run(&[b"data: a\ndata: b\n\n"]);
         assert_eq!(o, vec![ev("a\nb")]);
     }
 

@@ -11,7 +11,7 @@ use crate::error::snippet;
 #[derive(Deserialize, Default)]
 struct ChunkJson<'a> {
     #[serde(default, borrow)]
-    choices: Option<Vec<ChoiceJson<'a>>>,
+    choices: Option<Choices<'a>>,
     #[serde(default)]
     usage: Option<UsageJson>,
     #[serde(default)]
@@ -23,6 +23,46 @@ struct ChunkJson<'a> {
     message: Option<Cow<'a, str>>,
     #[serde(default)]
     code: Option<serde_json::Value>,
+}
+
+/// The `choices` array; the first choice is held inline (no allocation for `n = 1`).
+#[derive(Default)]
+struct Choices<'a> {
+    first: Option<ChoiceJson<'a>>,
+    rest: Vec<ChoiceJson<'a>>,
+}
+
+impl<'a> Choices<'a> {
+    fn iter(&self) -> impl Iterator<Item = &ChoiceJson<'a>> {
+        self.first.iter().chain(self.rest.iter())
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Choices<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for V<'a> {
+            type Value = Choices<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an array of choices")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut c = Choices::default();
+                while let Some(x) = seq.next_element::<ChoiceJson<'a>>()? {
+                    if c.first.is_none() {
+                        c.first = Some(x);
+                    } else {
+                        c.rest.push(x);
+                    }
+                }
+                Ok(c)
+            }
+        }
+        d.deserialize_seq(V(std::marker::PhantomData))
+    }
 }
 
 #[derive(Deserialize, Default)]
@@ -124,6 +164,16 @@ impl ResponseState {
             record_chunks,
             ..Default::default()
         }
+    }
+
+    /// Room for `events` output events (saves regrowing the vectors per request).
+    pub(crate) fn with_capacity(mut self, events: usize) -> Self {
+        let n = events.min(1 << 14);
+        self.gaps.reserve_exact(n.saturating_sub(1));
+        if self.record_chunks {
+            self.chunk_times.reserve_exact(n);
+        }
+        self
     }
 
     /// One SSE event's data, arrived at `t`.
@@ -242,7 +292,7 @@ impl ResponseState {
         let Some(choices) = &chunk.choices else {
             return out;
         };
-        for c in choices {
+        for c in choices.iter() {
             if let Some(f) = &c.finish_reason {
                 self.finish_reason = Some(f.to_string());
             }
@@ -494,5 +544,149 @@ mod tests {
         let mut s = st();
         assert_eq!(s.on_body(br#"{"id":"x"}"#, 1.0), Flow::Fail);
         assert_eq!(s.error.unwrap().0, ErrorClass::Protocol);
+    }
+}
+
+#[cfg(test)]
+mod prop_tests {
+    use super::*;
+    use crate::sse::{SseItem, SseParser};
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone)]
+    enum Ev {
+        Content(String),
+        Reasoning(String),
+        Comment,
+        Usage(u64),
+        /// The same content event with its JSON spread over two `data:` lines.
+        TwoLines(String),
+    }
+
+    fn ev() -> impl Strategy<Value = Ev> {
+        prop_oneof![
+            4 => "\\PC{0,6}".prop_map(Ev::Content),
+            1 => "\\PC{1,4}".prop_map(Ev::Reasoning),
+            1 => Just(Ev::Comment),
+            1 => (0u64..100).prop_map(Ev::Usage),
+            1 => "\\PC{1,4}".prop_map(Ev::TwoLines),
+        ]
+    }
+
+    fn render(evs: &[Ev], eol: &str, prefix: &str, done: bool) -> Vec<u8> {
+        let mut s = String::new();
+        let data = |s: &mut String, lines: &[String]| {
+            for l in lines {
+                s.push_str(prefix);
+                s.push_str(l);
+                s.push_str(eol);
+            }
+            s.push_str(eol);
+        };
+        for e in evs {
+            match e {
+                Ev::Content(t) => data(
+                    &mut s,
+                    &[serde_json::json!({"choices":[{"index":0,"delta":{"content":t}}]}).to_string()],
+                ),
+                Ev::Reasoning(t) => data(
+                    &mut s,
+                    &[serde_json::json!({"choices":[{"delta":{"reasoning_content":t}}]}).to_string()],
+                ),
+                Ev::Comment => {
+                    s.push_str(": ping");
+                    s.push_str(eol);
+                    s.push_str(eol);
+                }
+                Ev::Usage(n) => data(
+                    &mut s,
+                    &[serde_json::json!({"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":n}}).to_string()],
+                ),
+                Ev::TwoLines(t) => data(
+                    &mut s,
+                    &[
+                        "{\"choices\":".to_string(),
+                        serde_json::json!([{"delta":{"content":t}}]).to_string() + "}",
+                    ],
+                ),
+            }
+        }
+        if done {
+            data(&mut s, &["[DONE]".to_string()]);
+        }
+        s.into_bytes()
+    }
+
+    /// Parse `bytes` delivered in pieces; the summary of what was understood.
+    fn interpret(
+        bytes: &[u8],
+        cuts: &[usize],
+    ) -> (Vec<Vec<u8>>, String, String, u32, Option<Usage>, bool, bool) {
+        let mut parser = SseParser::new();
+        let mut st = ResponseState::new(true, false);
+        let mut events = Vec::new();
+        let mut invalid = false;
+        let mut pos = 0;
+        let mut points: Vec<usize> = cuts.iter().map(|c| c % (bytes.len() + 1)).collect();
+        points.sort_unstable();
+        points.push(bytes.len());
+        for (i, p) in points.into_iter().enumerate() {
+            if p < pos {
+                continue;
+            }
+            let piece = &bytes[pos..p];
+            pos = p;
+            parser.feed(piece, &mut |it| {
+                match it {
+                    SseItem::Event { data, name } => {
+                        events.push(data.to_vec());
+                        st.on_event(data, name, i as f64);
+                    }
+                    SseItem::Invalid(_) => invalid = true,
+                }
+                true
+            });
+        }
+        let trailing = parser.finish(&mut |_| true);
+        assert!(trailing.is_none());
+        (
+            events,
+            st.answer,
+            st.other_text,
+            st.output_events,
+            st.usage,
+            st.done,
+            invalid,
+        )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+        #[test]
+        fn random_splits_give_identical_results(
+            evs in proptest::collection::vec(ev(), 0..12),
+            eol in prop_oneof![Just("\n"), Just("\r\n"), Just("\r")],
+            prefix in prop_oneof![Just("data: "), Just("data:")],
+            done in any::<bool>(),
+            cuts in proptest::collection::vec(any::<usize>(), 0..24),
+        ) {
+            let bytes = render(&evs, eol, prefix, done);
+            let whole = interpret(&bytes, &[]);
+            let split = interpret(&bytes, &cuts);
+            prop_assert_eq!(&whole, &split);
+            // And the whole parse is right.
+            let expect_answer: String = evs.iter().filter_map(|e| match e {
+                Ev::Content(t) | Ev::TwoLines(t) => Some(t.as_str()),
+                _ => None,
+            }).collect();
+            prop_assert_eq!(&whole.1, &expect_answer);
+            let expect_events = evs.iter().filter(|e| match e {
+                Ev::Content(t) | Ev::TwoLines(t) | Ev::Reasoning(t) => !t.is_empty(),
+                _ => false,
+            }).count() as u32;
+            prop_assert_eq!(whole.3, expect_events);
+            prop_assert_eq!(whole.5, done);
+            prop_assert!(!whole.6);
+        }
     }
 }

@@ -690,7 +690,10 @@ fn figure_rows(f: &Figures, rows: &mut Vec<(String, String)>) {
         ("prefix cache", &f.prefix_cache),
         ("multimodal cache", &f.mm_cache),
     ] {
-        if let Some(c) = c {
+        // The multimodal cache only matters when it was queried (image/audio requests).
+        if let Some(c) = c
+            && (label == "prefix cache" || c.queries > 0.0)
+        {
             rows.push((
                 format!("{label} hit rate"),
                 format!(

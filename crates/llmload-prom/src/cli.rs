@@ -88,6 +88,41 @@ pub struct DiffArgs {
     pub common: CommonArgs,
 }
 
+/// Server-metrics flags for `llmload run` / `sweep` (flatten into their arguments).
+#[derive(Debug, Clone, clap::Args)]
+pub struct ScrapeArgs {
+    /// Prometheus endpoint to scrape during the run; repeat for several (default: the
+    /// target's base URL with path /metrics).
+    #[arg(long = "metrics-url", value_name = "URL")]
+    pub metrics_urls: Vec<Url>,
+    /// Do not scrape the server's /metrics.
+    #[arg(long)]
+    pub no_server_metrics: bool,
+    /// Time between two scrapes (e.g. 1s, 250ms).
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub scrape_interval: Duration,
+}
+
+impl ScrapeArgs {
+    /// The URLs to scrape for `target`: `--metrics-url`s, else the target's /metrics; none with
+    /// `--no-server-metrics`.
+    pub fn urls(&self, target: &Url) -> Vec<Url> {
+        if self.no_server_metrics {
+            Vec::new()
+        } else if self.metrics_urls.is_empty() {
+            vec![crate::scrape::default_metrics_url(target)]
+        } else {
+            self.metrics_urls.clone()
+        }
+    }
+
+    /// Spawns the scraper for `target` (inside a tokio runtime), or `None` when turned off.
+    pub fn spawn(&self, target: &Url, epoch: Instant) -> Option<crate::scrape::ScrapeHandle> {
+        let urls = self.urls(target);
+        (!urls.is_empty()).then(|| crate::scrape::Scraper::spawn(urls, self.scrape_interval, epoch))
+    }
+}
+
 /// Parses `10`, `10s`, `250ms`, `2m`, `1h` into a duration.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();

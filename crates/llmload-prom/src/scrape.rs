@@ -403,51 +403,45 @@ impl ScrapeHandle {
         self.shared.series.lock().clone()
     }
 
-    /// Scrapes now (out of the regular ticks) and waits for that scrape to be stored, at most
-    /// the scrape timeout plus one second.
+    /// Scrapes every URL now (out of the regular ticks) and waits until each has a scrape (or
+    /// a failed attempt) sent after this call, at most the scrape timeout plus one second. Call
+    /// it when a measurement window starts, so that the window's baseline is taken then.
     pub async fn scrape_now(&self) {
+        let t = self.now_s();
+        self.scrape_sent_after(t).await;
+    }
+
+    /// Waits until every URL has a scrape or failure sent at or after `t`, kicking the task.
+    async fn scrape_sent_after(&self, t: f64) {
+        let deadline =
+            tokio::time::Instant::now() + self.shared.config.timeout + Duration::from_secs(1);
         let mut rx = self.count_rx.clone();
-        let seen = *rx.borrow_and_update();
-        self.shared.kick.notify_one();
-        let limit = self.shared.config.timeout + Duration::from_secs(1);
-        let _ = tokio::time::timeout(limit, async {
-            while *rx.borrow_and_update() == seen {
-                if rx.changed().await.is_err() {
-                    break;
-                }
+        loop {
+            rx.borrow_and_update();
+            let done = {
+                let s = self.shared.series.lock();
+                s.targets.iter().all(|tg| {
+                    tg.scrapes.iter().rev().any(|r| r.t_sent >= t)
+                        || tg.failures.iter().rev().any(|f| f.t >= t)
+                })
+            };
+            if done {
+                return;
             }
-        })
-        .await;
+            self.shared.kick.notify_one();
+            match tokio::time::timeout_at(deadline, rx.changed()).await {
+                Ok(Ok(())) => {}
+                _ => return,
+            }
+        }
     }
 
     /// The server-side figures of the window `[start_s, end_s]` of the run clock. When no
     /// scrape has been sent since `end_s` (and `end_s` is past), scrapes at once and waits for
-    /// it (at most the scrape timeout plus one second), so that the window has a closing point.
+    /// it, so that the window has a closing point.
     pub async fn window(&self, start_s: f64, end_s: f64) -> crate::window::ServerWindow {
         if self.now_s() >= end_s {
-            let deadline =
-                tokio::time::Instant::now() + self.shared.config.timeout + Duration::from_secs(1);
-            let mut rx = self.count_rx.clone();
-            loop {
-                rx.borrow_and_update();
-                let closed = {
-                    let s = self.shared.series.lock();
-                    s.targets.iter().all(|t| {
-                        // A scrape sent after the end (or a failed attempt: then the
-                        // window falls back to the last good scrape and says so).
-                        t.scrapes.iter().any(|r| r.t_sent >= end_s)
-                            || t.failures.iter().any(|f| f.t >= end_s)
-                    })
-                };
-                if closed {
-                    break;
-                }
-                self.shared.kick.notify_one();
-                match tokio::time::timeout_at(deadline, rx.changed()).await {
-                    Ok(Ok(())) => {}
-                    _ => break,
-                }
-            }
+            self.scrape_sent_after(end_s).await;
         }
         let s = self.shared.series.lock();
         crate::window::ServerWindow::compute(&s, start_s, end_s)

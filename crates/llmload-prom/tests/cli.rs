@@ -95,3 +95,37 @@ fn help_has_examples() {
     let help = cmd.render_long_help().to_string();
     assert!(help.contains("llmload metrics analyze"), "{help}");
 }
+
+#[derive(Parser)]
+struct RunLike {
+    #[command(flatten)]
+    scrape: llmload_prom::cli::ScrapeArgs,
+}
+
+#[test]
+fn scrape_flags_for_run() {
+    let target = url::Url::parse("http://10.0.0.5:8000/v1").expect("url");
+    let a = RunLike::try_parse_from(["run"]).expect("defaults");
+    assert_eq!(a.scrape.scrape_interval, std::time::Duration::from_secs(1));
+    assert_eq!(
+        a.scrape.urls(&target)[0].as_str(),
+        "http://10.0.0.5:8000/metrics"
+    );
+    let b = RunLike::try_parse_from([
+        "run",
+        "--metrics-url",
+        "http://a:1/metrics",
+        "--metrics-url",
+        "http://b:2/m",
+        "--scrape-interval",
+        "250ms",
+    ])
+    .expect("valid");
+    assert_eq!(b.scrape.urls(&target).len(), 2);
+    assert_eq!(
+        b.scrape.scrape_interval,
+        std::time::Duration::from_millis(250)
+    );
+    let c = RunLike::try_parse_from(["run", "--no-server-metrics"]).expect("valid");
+    assert!(c.scrape.urls(&target).is_empty());
+}

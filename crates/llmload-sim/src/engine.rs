@@ -137,7 +137,7 @@ struct BlockPool {
     generation: Vec<u32>,
     free_q: VecDeque<(u32, u32)>,
     free: u32,
-    cached: HashMap<u64, u32>,
+    cached: IdMap<u64, u32>,
 }
 
 impl BlockPool {
@@ -148,7 +148,7 @@ impl BlockPool {
             generation: vec![0; n as usize],
             free_q: (0..n).map(|b| (b, 0)).collect(),
             free: n,
-            cached: HashMap::new(),
+            cached: IdMap::default(),
         }
     }
 
@@ -208,7 +208,7 @@ impl BlockPool {
 pub struct Engine {
     cfg: EngineConfig,
     pool: BlockPool,
-    reqs: HashMap<u64, ReqState>,
+    reqs: IdMap<u64, ReqState>,
     running: Vec<u64>,
     waiting: VecDeque<u64>,
     current: Option<Vec<(u64, u32)>>,
@@ -219,7 +219,7 @@ impl Engine {
         Engine {
             pool: BlockPool::new(cfg.num_gpu_blocks),
             cfg,
-            reqs: HashMap::new(),
+            reqs: IdMap::default(),
             running: Vec::new(),
             waiting: VecDeque::new(),
             current: None,
@@ -766,3 +766,28 @@ mod tests {
         assert_eq!(f.generation_tokens, 8);
     }
 }
+
+/// A fast hasher for integer keys (request ids, block hashes): one multiply, no DoS concern
+/// since keys are chosen by the simulator.
+#[derive(Default, Clone, Copy)]
+pub struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ b as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0 ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        self.0 ^= self.0 >> 29;
+    }
+}
+
+/// `HashMap` keyed by ids with [`IdHasher`].
+pub type IdMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<IdHasher>>;

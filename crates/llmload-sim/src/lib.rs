@@ -130,9 +130,11 @@ impl SimHandle {
         self.state.faults()
     }
 
+    /// Replaces the faults (a changed `unready_for_s` restarts the not-ready period now).
     pub fn set_faults(&self, f: Faults) -> Result<(), SimError> {
         f.validate().map_err(SimError::Config)?;
-        self.state.set_faults(f);
+        let rearm = f.unready_for_s != self.state.faults().unready_for_s;
+        self.state.set_faults(f, rearm);
         Ok(())
     }
 

@@ -245,9 +245,13 @@ pub fn fmt_float(d: f64) -> String {
         };
     }
     let s = format!("{d:?}");
-    if d > 0.0 && !s.contains('e') {
-        if let Some(dot) = s.find('.') {
-            if dot > 6 {
+    if d > 0.0
+        && !s.contains('e')
+        && let Some(dot) = s.find('.')
+        && dot > 6
+    {
+        {
+            {
                 let digits = format!("{}{}", &s[1..dot], &s[dot + 1..]);
                 let mantissa = format!("{}.{}", &s[..1], digits);
                 let mantissa = mantissa.trim_end_matches('0').trim_end_matches('.');

@@ -3,7 +3,6 @@
 //! (absolute deadlines, so lateness never accumulates). The HTTP handlers submit requests and
 //! receive their deliveries through channels.
 
-use std::collections::HashMap;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -130,21 +129,21 @@ fn engine_loop(
     speedup: f64,
 ) {
     let vnow = || start.elapsed().as_secs_f64() * speedup;
-    let mut sinks: HashMap<u64, UnboundedSender<Delivery>> = HashMap::new();
+    let mut sinks: crate::engine::IdMap<u64, UnboundedSender<Delivery>> = Default::default();
     let mut buf: Vec<Delivery> = Vec::new();
-    let mut due: Option<f64> = None;
     loop {
         let next = {
             let mut s = lock(&sim);
             let now = vnow();
-            if let Some(d) = due.take() {
-                if now >= d {
-                    let late = (now - d) / speedup;
-                    let mut c = lock(&clock);
-                    c.n += 1;
-                    c.sum += late;
-                    c.max = c.max.max(late);
-                }
+            // lateness of the earliest due event: how far the step clock trails the wall clock
+            if let Some(d) = s.next_event_time()
+                && now >= d
+            {
+                let late = (now - d) / speedup;
+                let mut c = lock(&clock);
+                c.n += 1;
+                c.sum += late;
+                c.max = c.max.max(late);
             }
             s.advance_to(now);
             s.drain_deliveries(&mut buf);
@@ -152,15 +151,12 @@ fn engine_loop(
             for d in buf.drain(..) {
                 let done = d.finish.is_some();
                 let id = d.id;
-                match sinks.get(&id) {
-                    Some(tx) => {
-                        if tx.send(d).is_err() {
-                            gone.push(id);
-                        } else if done {
-                            sinks.remove(&id);
-                        }
+                if let Some(tx) = sinks.get(&id) {
+                    if tx.send(d).is_err() {
+                        gone.push(id);
+                    } else if done {
+                        sinks.remove(&id);
                     }
-                    None => {}
                 }
             }
             for id in gone {
@@ -190,7 +186,6 @@ fn engine_loop(
             }
         };
         if first.is_none() {
-            due = next;
             continue;
         }
         let mut s = lock(&sim);

@@ -97,8 +97,12 @@ impl AppState {
         lock(&self.http).clone()
     }
 
-    pub fn set_faults(&self, f: Faults) {
-        *lock(&self.ready_at) = Instant::now() + Duration::from_secs_f64(f.unready_for_s.max(0.0));
+    /// Replaces the faults; `rearm_slow_start` restarts the not-ready period from now.
+    pub fn set_faults(&self, f: Faults, rearm_slow_start: bool) {
+        if rearm_slow_start {
+            *lock(&self.ready_at) =
+                Instant::now() + Duration::from_secs_f64(f.unready_for_s.max(0.0));
+        }
         *lock(&self.faults) = f;
     }
 
@@ -154,6 +158,10 @@ pub(crate) fn error(
 
 fn bad_request(message: impl Into<String>, param: Option<&str>) -> Response {
     error(StatusCode::BAD_REQUEST, "BadRequestError", message, param)
+}
+
+fn bad(message: impl Into<String>, param: Option<&str>) -> Box<Response> {
+    Box::new(bad_request(message, param))
 }
 
 pub(crate) fn router(st: Arc<AppState>) -> Router {
@@ -368,7 +376,7 @@ async fn post_faults(State(st): State<Arc<AppState>>, body: Bytes) -> Response {
     };
     match st.faults().patched(&v) {
         Ok(f) => {
-            st.set_faults(f.clone());
+            st.set_faults(f.clone(), v.get("unready_for_s").is_some());
             axum::Json(f).into_response()
         }
         Err(m) => bad_request(m, None),
@@ -399,9 +407,9 @@ impl Prompt {
     }
 }
 
-fn add_image(st: &AppState, url: &str, p: &mut Prompt) -> Result<(), Response> {
+fn add_image(st: &AppState, url: &str, p: &mut Prompt) -> Result<(), Box<Response>> {
     let Some(v) = st.profile.vision.as_ref() else {
-        return Err(bad_request(
+        return Err(bad(
             format!(
                 "model {} does not accept images (choose a vision profile, e.g. --profile qwen3-vl-4b-bf16-h100)",
                 st.model
@@ -411,7 +419,7 @@ fn add_image(st: &AppState, url: &str, p: &mut Prompt) -> Result<(), Response> {
     };
     let (w, h, hash) = if url.starts_with("data:") {
         let info = probe_data_url(url)
-            .map_err(|e| bad_request(format!("cannot read image: {e}"), Some("messages")))?;
+            .map_err(|e| bad(format!("cannot read image: {e}"), Some("messages")))?;
         (info.width, info.height, info.hash)
     } else {
         // not fetched: the profile's default resolution stands in (see docs/sim.md)
@@ -434,21 +442,18 @@ fn add_image(st: &AppState, url: &str, p: &mut Prompt) -> Result<(), Response> {
     Ok(())
 }
 
-fn chat_prompt(st: &AppState, body: &Value) -> Result<Prompt, Response> {
+fn chat_prompt(st: &AppState, body: &Value) -> Result<Prompt, Box<Response>> {
     let msgs = body
         .get("messages")
         .and_then(Value::as_array)
         .ok_or_else(|| {
-            bad_request(
+            bad(
                 "'messages' is required and must be an array of messages",
                 Some("messages"),
             )
         })?;
     if msgs.is_empty() {
-        return Err(bad_request(
-            "'messages' must not be empty",
-            Some("messages"),
-        ));
+        return Err(bad("'messages' must not be empty", Some("messages")));
     }
     let mut p = Prompt::new();
     for m in msgs {
@@ -469,12 +474,12 @@ fn chat_prompt(st: &AppState, body: &Value) -> Result<Prompt, Response> {
                                 .and_then(|u| u.get("url").or(Some(u)))
                                 .and_then(Value::as_str)
                                 .ok_or_else(|| {
-                                    bad_request("image_url part without a url", Some("messages"))
+                                    bad("image_url part without a url", Some("messages"))
                                 })?;
                             add_image(st, url, &mut p)?;
                         }
                         other => {
-                            return Err(bad_request(
+                            return Err(bad(
                                 format!(
                                     "unsupported content part type {other:?} (supported: text, image_url)"
                                 ),
@@ -486,7 +491,7 @@ fn chat_prompt(st: &AppState, body: &Value) -> Result<Prompt, Response> {
             }
             Some(Value::Null) | None => {}
             Some(_) => {
-                return Err(bad_request(
+                return Err(bad(
                     "message content must be a string or an array of parts",
                     Some("messages"),
                 ));
@@ -499,7 +504,7 @@ fn chat_prompt(st: &AppState, body: &Value) -> Result<Prompt, Response> {
     Ok(p)
 }
 
-fn completion_prompt(body: &Value) -> Result<Prompt, Response> {
+fn completion_prompt(body: &Value) -> Result<Prompt, Box<Response>> {
     let mut p = Prompt::new();
     match body.get("prompt") {
         Some(Value::String(s)) => p.text_tokens = tokenize::tokenize_into(s, &mut p.ids),
@@ -515,20 +520,20 @@ fn completion_prompt(body: &Value) -> Result<Prompt, Response> {
             p.text_tokens = tokenize::tokenize_into(a[0].as_str().unwrap_or(""), &mut p.ids);
         }
         Some(Value::Array(_)) => {
-            return Err(bad_request(
+            return Err(bad(
                 "batched prompts are not supported by llmload sim: send one prompt per request",
                 Some("prompt"),
             ));
         }
         _ => {
-            return Err(bad_request(
+            return Err(bad(
                 "'prompt' is required (a string or a list of token ids)",
                 Some("prompt"),
             ));
         }
     }
     if p.ids.is_empty() {
-        return Err(bad_request("the prompt is empty", Some("prompt")));
+        return Err(bad("the prompt is empty", Some("prompt")));
     }
     Ok(p)
 }
@@ -546,7 +551,7 @@ async fn tokenize_handler(State(st): State<Arc<AppState>>, body: Bytes) -> Respo
     } else {
         completion_prompt(&v)
     };
-    match p {
+    match p.map_err(|r| *r) {
         Ok(p) => axum::Json(json!({
             "count": p.ids.len(),
             "max_model_len": st.profile.model.max_model_len,
@@ -588,12 +593,12 @@ async fn completions(State(st): State<Arc<AppState>>, body: Bytes) -> Response {
     generate(st, body, false).await
 }
 
-fn u32_field(body: &Value, name: &str) -> Result<Option<u32>, Response> {
+fn u32_field(body: &Value, name: &str) -> Result<Option<u32>, Box<Response>> {
     match body.get(name) {
         None | Some(Value::Null) => Ok(None),
         Some(v) => match v.as_u64() {
             Some(x) if x <= u32::MAX as u64 => Ok(Some(x as u32)),
-            _ => Err(bad_request(
+            _ => Err(bad(
                 format!("'{name}' must be a non-negative integer"),
                 Some(name),
             )),
@@ -650,7 +655,7 @@ async fn generate(st: Arc<AppState>, body: Bytes, chat: bool) -> Response {
     };
     let prompt = match prompt {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     match v.get("n").and_then(Value::as_u64) {
         None | Some(1) => {}
@@ -667,7 +672,7 @@ async fn generate(st: Arc<AppState>, body: Bytes, chat: bool) -> Response {
         u32_field(&v, "max_completion_tokens"),
         u32_field(&v, "max_tokens"),
     ) {
-        (Err(r), _) | (_, Err(r)) => return r,
+        (Err(r), _) | (_, Err(r)) => return *r,
         (Ok(a), Ok(b)) => a.or(b),
     };
     if requested == Some(0) {
@@ -927,6 +932,11 @@ struct StreamState {
 
 async fn next_frame(mut s: StreamState) -> Option<(Result<Bytes, std::io::Error>, StreamState)> {
     if let Some(e) = s.cut_error.take() {
+        // break the connection when the next token would have been sent (this also lets the
+        // transport flush what was already written)
+        let _ = s.rx.recv().await;
+        // hyper drops buffered bytes when a body fails: give it a moment to write them
+        tokio::time::sleep(Duration::from_millis(5)).await;
         return Some((Err(e), s));
     }
     if s.finished {
@@ -936,8 +946,10 @@ async fn next_frame(mut s: StreamState) -> Option<(Result<Bytes, std::io::Error>
     let mut out = BytesMut::with_capacity(512);
     let mut pending = Some(first);
     while let Some(mut d) = pending.take() {
-        if let Some(n) = s.cut {
-            if s.ctx.tokens + d.tokens >= n {
+        if let Some(n) = s.cut
+            && s.ctx.tokens + d.tokens >= n
+        {
+            {
                 // emit up to n tokens, then break the connection (the stream's drop aborts
                 // the request in the engine, as a client disconnect would)
                 let keep = n.saturating_sub(s.ctx.tokens);
@@ -955,8 +967,10 @@ async fn next_frame(mut s: StreamState) -> Option<(Result<Bytes, std::io::Error>
                 return Some((Ok(out.freeze()), s));
             }
         }
-        if let Some((after, ms)) = s.stall {
-            if s.ctx.tokens + d.tokens > after {
+        if let Some((after, ms)) = s.stall
+            && s.ctx.tokens + d.tokens > after
+        {
+            {
                 s.stall = None;
                 let wall = Duration::from_secs_f64(ms as f64 / 1e3 / s.st.rt.speedup());
                 tokio::time::sleep(wall).await;

@@ -3,14 +3,14 @@
 //! (steps timed by the [`StepModel`]) and vLLM's metrics. Discrete-event and deterministic: the
 //! caller submits requests at times it chooses and advances the clock; nothing here sleeps.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, LogNormal};
 
 use crate::engine::{
-    Engine, EngineConfig, EngineRequest, FinishReason, Finished, StepOutput, StepStats,
+    Engine, EngineConfig, EngineRequest, FinishReason, Finished, IdMap, StepOutput, StepStats,
 };
 use crate::metrics::{EngineGauges, EngineMetrics};
 use crate::model::StepModel;
@@ -119,7 +119,7 @@ pub struct Sim {
     next_worker: usize,
     latency_q: VecDeque<(f64, u64)>,
     step_end: Option<f64>,
-    reqs: HashMap<u64, ReqInfo>,
+    reqs: IdMap<u64, ReqInfo>,
     rng: ChaCha8Rng,
     out_len: LogNormal<f64>,
     metrics: EngineMetrics,
@@ -162,7 +162,7 @@ impl Sim {
             next_worker: 0,
             latency_q: VecDeque::new(),
             step_end: None,
-            reqs: HashMap::new(),
+            reqs: IdMap::default(),
             rng: ChaCha8Rng::seed_from_u64(seed),
             out_len,
             metrics: EngineMetrics::new(profile.model.max_model_len),

@@ -2,6 +2,8 @@
 //! TTFT and TPOT at 1/8/32/128 closed-loop streams, 256 in / 128 out. Virtual time: fast and
 //! deterministic.
 
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
 use llmload_sim::experiment::closed_loop;
 use llmload_sim::profile::Profile;
 

@@ -527,7 +527,7 @@ fn build_images(a: &WorkloadArgs, seed: u64) -> Result<Option<ImageSource>> {
         a.image_format.unwrap_or(ImageFormat::Jpeg),
         quality,
         seed,
-    );
+    )?;
     if a.same_images {
         let img = generator.generate(0)?;
         return Ok(Some(ImageSource::Same(img, generator)));
@@ -608,7 +608,6 @@ impl Workload for SyntheticWorkload {
     fn next_request(&mut self) -> Option<RequestSpec> {
         let (text, tokens) = self.text();
         let max_tokens = self.output.sample(&mut self.rng);
-        let seq = self.seq;
         self.seq += 1;
         let mut spec = RequestSpec::text(String::new(), Some(tokens), max_tokens);
         match &mut self.images {
@@ -622,7 +621,6 @@ impl Workload for SyntheticWorkload {
             _ => spec.prompt = Prompt::Text(text),
         }
         spec.tag = self.scenario.as_ref().map(|s| format!("scenario={s}"));
-        let _ = seq;
         Some(spec)
     }
 

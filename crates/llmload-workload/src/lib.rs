@@ -14,6 +14,7 @@
 pub mod dataset;
 pub mod dist;
 pub mod error;
+pub mod fastjpeg;
 pub mod synth;
 pub mod tokenizer;
 
@@ -21,6 +22,7 @@ pub use error::WorkloadError;
 pub mod builder;
 pub mod cli;
 pub mod images;
+pub mod openai;
 pub mod scenario;
 pub mod session;
 pub mod trace;

@@ -20,8 +20,28 @@ pub fn load_label(b: &Benchmark) -> String {
         ("synchronous", _, _) => "sync".into(),
         ("concurrent", _, Some(c)) => format!("c={c}"),
         ("throughput", _, Some(c)) => format!("max c={c}"),
-        (k, Some(r), _) => format!("{k} {r} r/s"),
+        (k, Some(r), _) => format!("{k} {} r/s", short_number(r)),
         (k, _, _) => k.to_string(),
+    }
+}
+
+/// A rate for people: 3 significant digits, no trailing zeros (`30.9`, `0.5`, `113`).
+pub fn short_number(v: f64) -> String {
+    if !v.is_finite() {
+        return v.to_string();
+    }
+    let digits = if v.abs() >= 100.0 {
+        0
+    } else if v.abs() >= 10.0 {
+        1
+    } else {
+        2
+    };
+    let s = format!("{v:.digits$}");
+    if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        s
     }
 }
 
@@ -201,5 +221,18 @@ impl Drop for ProgressDisplay {
         if let Some(h) = self.handle.take() {
             let _ = h.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_for_people() {
+        assert_eq!(short_number(30.86924646893983), "30.9");
+        assert_eq!(short_number(112.95), "113");
+        assert_eq!(short_number(0.5), "0.5");
+        assert_eq!(short_number(2.0), "2");
     }
 }

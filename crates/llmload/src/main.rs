@@ -2,6 +2,7 @@
 
 mod console;
 mod run;
+mod sweep;
 
 use std::process::ExitCode;
 
@@ -24,6 +25,11 @@ struct Cli {
 enum Cmd {
     /// Run benchmarks against a server (or the built-in simulator) and write results.
     Run(Box<run::RunArgs>),
+    /// Sweep the load (synchronous, throughput, then rates in between, refined by bisection)
+    /// to find the maximum sustainable rate under the SLA.
+    Sweep(Box<sweep::SweepCmdArgs>),
+    /// Serve the simulated vLLM server (OpenAI API, /metrics, faults) on 127.0.0.1.
+    Sim(Box<llmload_sim::cli::SimArgs>),
     /// Check a target and send a few requests one at a time, printing every stamp.
     Probe(Box<llmload_client::cli::ProbeArgs>),
     /// List the workload presets (chat, summarization, codegen, stress, rag, vision, ...).
@@ -70,9 +76,16 @@ async fn dispatch(cli: Cli, matches: &clap::ArgMatches) -> anyhow::Result<i32> {
     };
     match cli.cmd {
         Cmd::Run(mut args) => {
-            run::apply_scenario_file(&mut args, &sub("run"))?;
+            let a = &mut *args;
+            run::apply_scenario_file(&mut a.common, Some(&mut a.load), &mut a.stop, &sub("run"))?;
             run_cmd(*args).await
         }
+        Cmd::Sweep(mut args) => {
+            let a = &mut *args;
+            run::apply_scenario_file(&mut a.common, None, &mut a.stop, &sub("sweep"))?;
+            sweep::run(*args).await
+        }
+        Cmd::Sim(args) => Ok(llmload_sim::cli::run(*args).await?),
         Cmd::Probe(args) => Ok(llmload_client::cli::run(*args, None).await?),
         Cmd::Scenarios(args) => Ok(llmload_workload::cli::run_scenarios(&args)?),
         Cmd::Metrics(args) => Ok(llmload_prom::cli::run(args).await?),
@@ -83,31 +96,14 @@ async fn dispatch(cli: Cli, matches: &clap::ArgMatches) -> anyhow::Result<i32> {
 
 async fn run_cmd(args: run::RunArgs) -> anyhow::Result<i32> {
     let mut defaults = Vec::new();
-    let plans = args.load.plans(&mut defaults)?;
+    let plans = args.load.plans(&args.stop, &mut defaults)?;
     if !defaults.is_empty() {
         eprintln!("no load given: using {}", defaults.join(" "));
     }
     let interrupt = CancellationToken::new();
     run::install_signal_handlers(interrupt.clone());
-    let parts = run::workload_parts(&args)?;
-    let (target, note, sim) = match args.client.target.clone() {
-        Some(t) => (t, None, None),
-        None => {
-            let sim = run::start_embedded_sim(&args.sim, args.load.seed).await?;
-            let note = format!(
-                "built-in simulator, profile {} (model {}), speedup {}",
-                sim.profile_name, sim.model_name, args.sim.sim_speedup
-            );
-            eprintln!(
-                "no --target: started the built-in simulator on {} (profile {}, model {}); pass --target URL to measure a real server",
-                sim.base_url(),
-                sim.profile_name,
-                sim.model_name
-            );
-            let url = url::Url::parse(&sim.base_url())?;
-            (url, Some(note), Some(sim))
-        }
-    };
+    let parts = run::workload_parts(&args.common, args.stop.seed)?;
+    let (target, note, sim) = run::resolve_target(&args.common, args.stop.seed).await?;
     let result = run::execute(&args, plans, target, note, parts, interrupt).await;
     if let Some(sim) = sim {
         let _ = sim.shutdown().await;

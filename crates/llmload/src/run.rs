@@ -9,10 +9,11 @@ use anyhow::{Context, bail};
 use clap::Args;
 use llmload_client::cli::ClientArgs;
 use llmload_client::{Client, preflight};
+use llmload_core::results::Benchmark;
 use llmload_core::results::{Results, ResultsRun, ResultsTool};
 use llmload_core::{SCHEMA, TokenCounter, Workload};
 use llmload_load::output::{JsonlSink, create_dir, write_results};
-use llmload_load::{BenchmarkPlan, Engine, PhaseLen, Profile};
+use llmload_load::{BenchmarkPlan, Engine, PhaseLen, Profile, RecordSink};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
@@ -29,7 +30,7 @@ pub enum ProfileKind {
     Trace,
 }
 
-/// Flags of the load: profile, levels, stop conditions, phases.
+/// Flags of the load: profile and levels.
 #[derive(Debug, Clone, Args)]
 pub struct LoadArgs {
     /// Load profile. Default: concurrent with --concurrency, poisson with --rate, else
@@ -58,7 +59,11 @@ pub struct LoadArgs {
     /// queueing them.
     #[arg(long)]
     pub drop_over_cap: bool,
+}
 
+/// Flags of each benchmark's length: stop conditions, warm-up, cool-down, seed.
+#[derive(Debug, Clone, Args)]
+pub struct StopArgs {
     /// Ramp the rate (or the workers) up linearly over this many seconds.
     #[arg(long, value_name = "SECS", default_value_t = 0.0)]
     pub ramp_up: f64,
@@ -102,10 +107,21 @@ pub struct LoadArgs {
   OPENAI_API_KEY=... llmload run --target https://api.example --model m --body-json '{\"temperature\":0}'")]
 pub struct RunArgs {
     #[command(flatten)]
-    pub client: ClientArgs,
+    pub common: CommonArgs,
 
     #[command(flatten)]
     pub load: LoadArgs,
+
+    #[command(flatten)]
+    pub stop: StopArgs,
+}
+
+/// Flags shared by `run` and `sweep`: target and client, workload, output, server metrics,
+/// the built-in simulator, SLOs/thresholds/tiers.
+#[derive(Debug, Clone, Args)]
+pub struct CommonArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
 
     #[command(flatten)]
     pub workload: llmload_workload::WorkloadArgs,
@@ -131,6 +147,9 @@ pub struct RunArgs {
 
     #[command(flatten)]
     pub sim: EmbeddedSimArgs,
+
+    #[command(flatten)]
+    pub sla: llmload_sla::cli::SlaArgs,
 }
 
 /// Server-side metrics scraped during the run.
@@ -191,9 +210,52 @@ fn parse_label(s: &str) -> Result<(String, String), String> {
     Ok((k.trim().to_string(), v.trim().to_string()))
 }
 
+impl StopArgs {
+    /// Puts these stop conditions and phases on `p`, the `index`-th benchmark of the run (its
+    /// schedule seed is `--seed + index`). With no stop condition at all, 10 s per benchmark.
+    pub fn apply(
+        &self,
+        p: &mut BenchmarkPlan,
+        index: usize,
+        defaults: &mut Vec<String>,
+    ) -> anyhow::Result<()> {
+        let mut max_seconds = self.max_seconds;
+        if self.max_requests.is_none() && max_seconds.is_none() && p.profile != Profile::Trace {
+            if !defaults.iter().any(|d| d.starts_with("--max-seconds")) {
+                defaults.push("--max-seconds 10".into());
+            }
+            max_seconds = Some(10.0);
+        }
+        if let Some(s) = max_seconds
+            && !(s.is_finite() && s > 0.0)
+        {
+            bail!("--max-seconds must be a positive number of seconds, got {s}")
+        }
+        if self.max_requests == Some(0) {
+            bail!("--max-requests must be at least 1")
+        }
+        if !(self.ramp_up.is_finite() && self.ramp_up >= 0.0) {
+            bail!("--ramp-up must be zero or a positive number of seconds")
+        }
+        p.stop.max_requests = self.max_requests;
+        p.stop.max_seconds = max_seconds;
+        p.stop.max_errors = self.max_errors;
+        p.stop.max_error_rate = self.max_error_rate;
+        p.warmup = self.warmup;
+        p.cooldown = self.cooldown;
+        p.ramp_up_s = self.ramp_up;
+        p.seed = self.seed.wrapping_add(index as u64);
+        Ok(())
+    }
+}
+
 impl LoadArgs {
     /// One plan per load level, validated. `defaults` notes what was chosen for the user.
-    pub fn plans(&self, defaults: &mut Vec<String>) -> anyhow::Result<Vec<BenchmarkPlan>> {
+    pub fn plans(
+        &self,
+        stop: &StopArgs,
+        defaults: &mut Vec<String>,
+    ) -> anyhow::Result<Vec<BenchmarkPlan>> {
         let kind = match self.profile {
             Some(k) => k,
             None if !self.rate.is_empty() => ProfileKind::Poisson,
@@ -249,45 +311,26 @@ impl LoadArgs {
         {
             bail!("--rate is for --profile constant, poisson or gamma")
         }
-        let (max_requests, mut max_seconds) = (self.max_requests, self.max_seconds);
-        if max_requests.is_none() && max_seconds.is_none() && kind != ProfileKind::Trace {
-            defaults.push("--max-seconds 10".into());
-            max_seconds = Some(10.0);
-        }
-        if let Some(s) = max_seconds
-            && !(s.is_finite() && s > 0.0)
-        {
-            bail!("--max-seconds must be a positive number of seconds, got {s}")
-        }
-        if max_requests == Some(0) {
-            bail!("--max-requests must be at least 1")
-        }
         let mut plans = Vec::new();
         for (i, profile) in profiles.into_iter().enumerate() {
             let mut p = BenchmarkPlan::new(profile);
-            p.stop.max_requests = max_requests;
-            p.stop.max_seconds = max_seconds;
-            p.stop.max_errors = self.max_errors;
-            p.stop.max_error_rate = self.max_error_rate;
-            p.warmup = self.warmup;
-            p.cooldown = self.cooldown;
+            stop.apply(&mut p, i, defaults)?;
             p.max_concurrency = if kind == ProfileKind::Throughput {
                 None
             } else {
                 self.max_concurrency
             };
             p.drop_over_cap = self.drop_over_cap;
-            p.ramp_up_s = self.ramp_up;
-            // Each level gets its own schedule, reproducible from --seed.
-            p.seed = self.seed.wrapping_add(i as u64);
             p.validate().map_err(anyhow::Error::msg)?;
             plans.push(p);
         }
         Ok(plans)
     }
+}
 
-    /// The largest number of requests in flight the plans ask for (sizes the connection pool).
-    pub fn pool_size(&self, plans: &[BenchmarkPlan]) -> usize {
+/// The largest number of requests in flight the plans ask for (sizes the connection pool).
+pub fn pool_size(plans: &[BenchmarkPlan]) -> usize {
+    {
         plans
             .iter()
             .map(|p| {
@@ -440,88 +483,147 @@ pub struct WorkloadParts {
     pub tokens: Option<Arc<dyn TokenCounter>>,
 }
 
-/// Runs the benchmarks of `plans` against `target` and writes the run directory. Returns the
-/// process exit code.
-pub async fn execute(
-    args: &RunArgs,
-    plans: Vec<BenchmarkPlan>,
-    target: url::Url,
-    target_note: Option<String>,
-    parts: WorkloadParts,
-    interrupt: CancellationToken,
-) -> anyhow::Result<(i32, PathBuf, Results)> {
-    let pool = args.load.pool_size(&plans);
-    let mut cfg = args.client.to_config(target.clone(), pool);
-    cfg.capture_answer = parts.workload.wants_responses();
-    let pf = preflight(&cfg, parts.tokens.clone(), true)
-        .await
-        .context("the target is not ready for a benchmark")?;
-    cfg.model = pf.model.clone();
-    let client = Client::new(cfg, parts.tokens.clone()).context("cannot build the HTTP client")?;
+/// Records sink of a run: `requests.jsonl`, plus the in-window points of the current
+/// benchmark that the breaking-point criteria need.
+struct RunSink {
+    jsonl: JsonlSink,
+    points: Vec<llmload_sla::breaking::RequestPoint>,
+}
 
-    let started = chrono::Utc::now();
-    let first_kind = plans.first().map(|p| p.profile.kind()).unwrap_or("run");
-    let dir = args.out.clone().unwrap_or_else(|| {
-        PathBuf::from("results").join(format!("{}-{first_kind}", started.format("%Y%m%d-%H%M%S")))
-    });
-    create_dir(&dir)?;
-    let mut sink = JsonlSink::create(&dir)?;
-
-    let epoch = Instant::now();
-    let engine = Engine::new(Arc::new(client), parts.workload, epoch, interrupt.clone());
-    let mut run_extra = BTreeMap::new();
-    run_extra.insert("workload".into(), engine.describe_workload());
-    if let Some(n) = &target_note {
-        run_extra.insert("target_note".into(), json!(n));
-    }
-    run_extra.insert(
-        "tokenizer".into(),
-        json!(parts.tokens.as_ref().map(|t| t.name())),
-    );
-    let mut results = Results {
-        schema: SCHEMA.into(),
-        tool: ResultsTool::default(),
-        run: ResultsRun {
-            id: format!(
-                "{}-{:08x}",
-                started.format("%Y%m%dT%H%M%SZ"),
-                rand::random::<u32>()
-            ),
-            started_at: started.to_rfc3339(),
-            target: target.to_string(),
-            model: pf.model.clone(),
-            api: args.client.api.as_str().into(),
-            labels: args.labels.iter().cloned().collect(),
-            command: redacted_command(),
-            extra: run_extra,
-        },
-        benchmarks: Vec::new(),
-        extra: BTreeMap::new(),
-    };
-    write_results(&dir, &results)?;
-    eprintln!(
-        "llmload {}: target {} model {} -> {}",
-        env!("CARGO_PKG_VERSION"),
-        target,
-        pf.model,
-        dir.display()
-    );
-
-    let scraper = start_scraper(&args.server, &target, epoch)?;
-    let total = plans.len();
-    let display =
-        console::ProgressDisplay::start(engine.progress.clone(), epoch, total, args.quiet);
-    for (i, plan) in plans.iter().enumerate() {
-        if interrupt.is_cancelled() {
-            break;
+impl RecordSink for RunSink {
+    fn write(&mut self, rec: &llmload_core::RequestRecord) {
+        self.jsonl.write(rec);
+        if let Some(p) = llmload_sla::breaking::RequestPoint::from_record(rec) {
+            self.points.push(p);
         }
-        if let Some(s) = &scraper {
+    }
+    fn flush(&mut self) {
+        self.jsonl.flush();
+    }
+}
+
+/// One run against one target: the results directory, the engine, the scraper, the progress
+/// display. `run` and `sweep` drive it one benchmark at a time.
+pub struct Session {
+    pub dir: PathBuf,
+    pub results: Results,
+    engine: Engine,
+    sink: RunSink,
+    scraper: Option<llmload_prom::scrape::ScrapeHandle>,
+    display: Option<console::ProgressDisplay>,
+    interrupt: CancellationToken,
+    no_report: bool,
+}
+
+impl Session {
+    /// Checks the target (preflight), creates the results directory and starts the scraper.
+    /// `pool` sizes the connection pool; `kind` names the default directory.
+    pub async fn open(
+        common: &CommonArgs,
+        pool: usize,
+        kind: &str,
+        steps: usize,
+        target: url::Url,
+        target_note: Option<String>,
+        parts: WorkloadParts,
+        interrupt: CancellationToken,
+    ) -> anyhow::Result<Session> {
+        let mut cfg = common.client.to_config(target.clone(), pool);
+        cfg.capture_answer = parts.workload.wants_responses();
+        let pf = preflight(&cfg, parts.tokens.clone(), true)
+            .await
+            .context("the target is not ready for a benchmark")?;
+        cfg.model = pf.model.clone();
+        let client =
+            Client::new(cfg, parts.tokens.clone()).context("cannot build the HTTP client")?;
+
+        let started = chrono::Utc::now();
+        let dir = common.out.clone().unwrap_or_else(|| {
+            PathBuf::from("results").join(format!("{}-{kind}", started.format("%Y%m%d-%H%M%S")))
+        });
+        create_dir(&dir)?;
+        let sink = RunSink {
+            jsonl: JsonlSink::create(&dir)?,
+            points: Vec::new(),
+        };
+
+        let epoch = Instant::now();
+        let engine = Engine::new(Arc::new(client), parts.workload, epoch, interrupt.clone());
+        let mut run_extra = BTreeMap::new();
+        run_extra.insert("workload".into(), engine.describe_workload());
+        if let Some(n) = &target_note {
+            run_extra.insert("target_note".into(), json!(n));
+        }
+        run_extra.insert(
+            "tokenizer".into(),
+            json!(parts.tokens.as_ref().map(|t| t.name())),
+        );
+        let results = Results {
+            schema: SCHEMA.into(),
+            tool: ResultsTool::default(),
+            run: ResultsRun {
+                id: format!(
+                    "{}-{:08x}",
+                    started.format("%Y%m%dT%H%M%SZ"),
+                    rand::random::<u32>()
+                ),
+                started_at: started.to_rfc3339(),
+                target: target.to_string(),
+                model: pf.model.clone(),
+                api: common.client.api.as_str().into(),
+                labels: common.labels.iter().cloned().collect(),
+                command: redacted_command(),
+                extra: run_extra,
+            },
+            benchmarks: Vec::new(),
+            extra: BTreeMap::new(),
+        };
+        write_results(&dir, &results)?;
+        eprintln!(
+            "llmload {}: target {} model {} -> {}",
+            env!("CARGO_PKG_VERSION"),
+            target,
+            pf.model,
+            dir.display()
+        );
+        let scraper = start_scraper(&common.server, &target, epoch)?;
+        let display = Some(console::ProgressDisplay::start(
+            engine.progress.clone(),
+            epoch,
+            steps,
+            common.quiet,
+        ));
+        Ok(Session {
+            dir,
+            results,
+            engine,
+            sink,
+            scraper,
+            display,
+            interrupt,
+            no_report: common.no_report,
+        })
+    }
+
+    pub fn interrupted(&self) -> bool {
+        self.interrupt.is_cancelled()
+    }
+
+    /// Runs one benchmark and attaches the server's figures of its window. Returns it with the
+    /// in-window request points (for the breaking-point criteria).
+    pub async fn step(
+        &mut self,
+        index: usize,
+        plan: &BenchmarkPlan,
+    ) -> (Benchmark, Vec<llmload_sla::breaking::RequestPoint>) {
+        if let Some(s) = &self.scraper {
             // A fresh baseline just before the benchmark starts.
             s.scrape_now().await;
         }
-        let out = engine.run_benchmark(i, plan, &mut sink).await;
+        self.sink.points.clear();
+        let out = self.engine.run_benchmark(index, plan, &mut self.sink).await;
         let mut b = out.benchmark;
-        if let Some(s) = &scraper {
+        if let Some(s) = &self.scraper {
             let mut w = s.window(b.window.start_s, b.window.end_s).await;
             w.correlate(&llmload_prom::window::ClientFigures {
                 ttft_mean_s: b.metrics.ttft_s.map(|m| m.mean),
@@ -531,42 +633,121 @@ pub async fn execute(
             });
             b.server = Some(w.to_value());
         }
+        (b, std::mem::take(&mut self.sink.points))
+    }
+
+    /// Adds a finished benchmark and rewrites results.json.
+    pub fn push(&mut self, b: Benchmark) -> anyhow::Result<()> {
         eprint!("{}", console::benchmark_notes(&b));
-        results.benchmarks.push(b);
-        write_results(&dir, &results)?;
+        self.results.benchmarks.push(b);
+        write_results(&self.dir, &self.results)?;
+        Ok(())
     }
-    drop(display);
-    if let Some(s) = scraper {
-        let series = s.stop().await;
-        if series.failure_count() > 0 {
-            eprintln!(
-                "server metrics: {} of {} scrapes failed (see benchmark.server.scrape_errors)",
-                series.failure_count(),
-                series.failure_count() + series.scrape_count()
-            );
-        }
+
+    /// Rewrites results.json (after adding run-level sections).
+    pub fn save(&self) -> anyhow::Result<()> {
+        write_results(&self.dir, &self.results)?;
+        Ok(())
     }
-    if let Some(e) = &sink.error {
-        eprintln!("WARNING: requests.jsonl is incomplete: {e}");
-    }
-    drop(sink);
-    println!("\n{}", console::summary_table(&results.benchmarks));
-    println!("results: {}", dir.join("results.json").display());
-    println!("requests: {}", dir.join("requests.jsonl").display());
-    if !args.no_report {
-        match llmload_report::render_default(&dir) {
-            Ok(paths) => {
-                for p in paths {
-                    println!("report: {}", p.display());
-                }
+
+    /// Stops the scraper, prints the summary, writes the reports.
+    pub async fn close(mut self) -> anyhow::Result<(PathBuf, Results)> {
+        drop(self.display.take());
+        if let Some(s) = self.scraper.take() {
+            let series = s.stop().await;
+            if series.failure_count() > 0 {
+                eprintln!(
+                    "server metrics: {} of {} scrapes failed (see benchmark.server.scrape_errors)",
+                    series.failure_count(),
+                    series.failure_count() + series.scrape_count()
+                );
             }
-            Err(e) => eprintln!(
-                "WARNING: the report could not be written: {e} (results are complete; retry with `llmload report {}`)",
-                dir.display()
-            ),
         }
+        self.sink.flush();
+        if let Some(e) = &self.sink.jsonl.error {
+            eprintln!("WARNING: requests.jsonl is incomplete: {e}");
+        }
+        write_results(&self.dir, &self.results)?;
+        println!("\n{}", console::summary_table(&self.results.benchmarks));
+        println!("results: {}", self.dir.join("results.json").display());
+        println!("requests: {}", self.dir.join("requests.jsonl").display());
+        if !self.no_report {
+            match llmload_report::render_default(&self.dir) {
+                Ok(paths) => {
+                    for p in paths {
+                        println!("report: {}", p.display());
+                    }
+                }
+                Err(e) => eprintln!(
+                    "WARNING: the report could not be written: {e} (results are complete; retry with `llmload report {}`)",
+                    self.dir.display()
+                ),
+            }
+        }
+        Ok((self.dir, self.results))
     }
-    let code = if interrupt.is_cancelled() { 130 } else { 0 };
+}
+
+/// `llmload run`: the benchmarks of `plans`, each judged against the SLA tiers and the
+/// breaking-point rules, then the thresholds. Returns the exit code: 130 when interrupted,
+/// 99 when a threshold failed, else 0.
+pub async fn execute(
+    args: &RunArgs,
+    mut plans: Vec<BenchmarkPlan>,
+    target: url::Url,
+    target_note: Option<String>,
+    parts: WorkloadParts,
+    interrupt: CancellationToken,
+) -> anyhow::Result<(i32, PathBuf, Results)> {
+    let sla = &args.common.sla;
+    let thresholds = sla.thresholds()?;
+    let tiers = sla.tier_config()?;
+    let slos = sla.slos()?;
+    for p in &mut plans {
+        p.slos = slos.clone();
+    }
+    let breaking = llmload_sla::BreakingConfig::default();
+    let kind = plans.first().map(|p| p.profile.kind()).unwrap_or("run");
+    let mut session = Session::open(
+        &args.common,
+        pool_size(&plans),
+        kind,
+        plans.len(),
+        target,
+        target_note,
+        parts,
+        interrupt.clone(),
+    )
+    .await?;
+    session
+        .results
+        .extra
+        .insert("sla_tiers".into(), tiers.to_results_value());
+    for (i, plan) in plans.iter().enumerate() {
+        if session.interrupted() {
+            break;
+        }
+        let (mut b, points) = session.step(i, plan).await;
+        llmload_sla::annotate(&mut b, &tiers, &breaking, &points);
+        session.push(b)?;
+    }
+    let report = (!thresholds.is_empty())
+        .then(|| llmload_sla::threshold::check_results(&thresholds, &session.results, None));
+    if let Some(r) = &report {
+        session
+            .results
+            .extra
+            .insert("thresholds".into(), serde_json::to_value(r)?);
+    }
+    let (dir, results) = session.close().await?;
+    let mut code = 0;
+    if let Some(r) = &report {
+        print!("{}", llmload_sla::format::thresholds_report(r));
+        code = r.exit_code();
+    }
+    if interrupt.is_cancelled() {
+        code = 130;
+    }
     Ok((code, dir, results))
 }
 
@@ -608,8 +789,8 @@ mod tests {
 
 /// The workload of a run and its token counter. Every input file is read here, so bad input
 /// fails before any load starts.
-pub fn workload_parts(args: &RunArgs) -> anyhow::Result<WorkloadParts> {
-    let (workload, tokens) = llmload_workload::build(&args.workload, args.load.seed)?;
+pub fn workload_parts(common: &CommonArgs, seed: u64) -> anyhow::Result<WorkloadParts> {
+    let (workload, tokens) = llmload_workload::build(&common.workload, seed)?;
     Ok(WorkloadParts {
         workload,
         tokens: Some(tokens),
@@ -618,8 +799,13 @@ pub fn workload_parts(args: &RunArgs) -> anyhow::Result<WorkloadParts> {
 
 /// Applies the run-level settings of a `--scenario FILE` under the command line: a setting
 /// given as a flag wins. (The file's workload section is merged by the workload builder.)
-pub fn apply_scenario_file(args: &mut RunArgs, matches: &clap::ArgMatches) -> anyhow::Result<()> {
-    let Some(name) = args.workload.scenario.clone() else {
+pub fn apply_scenario_file(
+    common: &mut CommonArgs,
+    load: Option<&mut LoadArgs>,
+    stop: &mut StopArgs,
+    matches: &clap::ArgMatches,
+) -> anyhow::Result<()> {
+    let Some(name) = common.workload.scenario.clone() else {
         return Ok(());
     };
     let llmload_workload::scenario::Scenario::File(path, file) =
@@ -640,31 +826,31 @@ pub fn apply_scenario_file(args: &mut RunArgs, matches: &clap::ArgMatches) -> an
     if !given("target")
         && let Some(t) = &f.target
     {
-        args.client.target = Some(url::Url::parse(t).map_err(|e| bad("target", e.to_string()))?);
+        common.client.target = Some(url::Url::parse(t).map_err(|e| bad("target", e.to_string()))?);
     }
     if !given("model") && f.model.is_some() {
-        args.client.model = f.model.clone();
+        common.client.model = f.model.clone();
     }
     if !given("api")
         && let Some(a) = &f.api
     {
-        args.client.api = <llmload_client::Api as clap::ValueEnum>::from_str(a, true)
+        common.client.api = <llmload_client::Api as clap::ValueEnum>::from_str(a, true)
             .map_err(|e| bad("api", e))?;
     }
     if !given("no_stream")
         && let Some(s) = f.stream
     {
-        args.client.no_stream = !s;
+        common.client.no_stream = !s;
     }
     if !given("no_ignore_eos")
         && let Some(s) = f.ignore_eos
     {
-        args.client.no_ignore_eos = !s;
+        common.client.no_ignore_eos = !s;
     }
     if !given("record_chunks")
         && let Some(s) = f.record_chunks
     {
-        args.client.record_chunks = s;
+        common.client.record_chunks = s;
     }
     if !given("request_timeout")
         && let Some(t) = f.timeout
@@ -675,10 +861,10 @@ pub fn apply_scenario_file(args: &mut RunArgs, matches: &clap::ArgMatches) -> an
                 "must be a positive number of seconds".into(),
             ));
         }
-        args.client.request_timeout = Some(std::time::Duration::from_secs_f64(t));
+        common.client.request_timeout = Some(std::time::Duration::from_secs_f64(t));
     }
     if !given("headers") {
-        args.client.headers = f
+        common.client.headers = f
             .headers
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
@@ -688,92 +874,98 @@ pub fn apply_scenario_file(args: &mut RunArgs, matches: &clap::ArgMatches) -> an
         && let Some(b) = &f.body_json
     {
         match b {
-            serde_json::Value::Object(m) => args.client.body_json = Some(m.clone()),
+            serde_json::Value::Object(m) => common.client.body_json = Some(m.clone()),
             _ => return Err(bad("body_json", "must be a table/object".into())),
         }
     }
-    let l = &mut args.load;
-    if !given("profile")
-        && let Some(p) = &f.profile
-    {
-        l.profile = Some(
-            <ProfileKind as clap::ValueEnum>::from_str(p, true).map_err(|e| bad("profile", e))?,
-        );
+    if let Some(l) = load {
+        if !given("profile")
+            && let Some(p) = &f.profile
+        {
+            l.profile = Some(
+                <ProfileKind as clap::ValueEnum>::from_str(p, true)
+                    .map_err(|e| bad("profile", e))?,
+            );
+        }
+        if !given("rate")
+            && let Some(r) = &f.rate
+        {
+            l.rate = r.to_vec();
+        }
+        if !given("concurrency")
+            && let Some(c) = &f.concurrency
+        {
+            l.concurrency = c
+                .to_vec()
+                .into_iter()
+                .map(|v| {
+                    u32::try_from(v).map_err(|_| bad("concurrency", format!("{v} is too large")))
+                })
+                .collect::<anyhow::Result<_>>()?;
+        }
+        if !given("burstiness")
+            && let Some(b) = f.burstiness
+        {
+            l.burstiness = b;
+        }
+        if !given("max_concurrency")
+            && let Some(c) = f.max_concurrency
+        {
+            l.max_concurrency = Some(
+                u32::try_from(c)
+                    .map_err(|_| bad("max_concurrency", format!("{c} is too large")))?,
+            );
+        }
+        if !given("drop_over_cap")
+            && let Some(d) = f.drop_over_cap
+        {
+            l.drop_over_cap = d;
+        }
     }
-    if !given("rate")
-        && let Some(r) = &f.rate
-    {
-        l.rate = r.to_vec();
-    }
-    if !given("concurrency")
-        && let Some(c) = &f.concurrency
-    {
-        l.concurrency = c
-            .to_vec()
-            .into_iter()
-            .map(|v| u32::try_from(v).map_err(|_| bad("concurrency", format!("{v} is too large"))))
-            .collect::<anyhow::Result<_>>()?;
-    }
-    if !given("burstiness")
-        && let Some(b) = f.burstiness
-    {
-        l.burstiness = b;
-    }
-    if !given("max_concurrency")
-        && let Some(c) = f.max_concurrency
-    {
-        l.max_concurrency = Some(
-            u32::try_from(c).map_err(|_| bad("max_concurrency", format!("{c} is too large")))?,
-        );
-    }
-    if !given("drop_over_cap")
-        && let Some(d) = f.drop_over_cap
-    {
-        l.drop_over_cap = d;
-    }
+    let st = stop;
     if !given("ramp_up")
         && let Some(r) = f.ramp_up
     {
-        l.ramp_up = r;
+        st.ramp_up = r;
     }
     if !given("seed")
         && let Some(s) = f.seed
     {
-        l.seed = s;
+        st.seed = s;
     }
     if !given("max_requests") && f.max_requests.is_some() {
-        l.max_requests = f.max_requests;
+        st.max_requests = f.max_requests;
     }
     if !given("max_seconds") && f.max_seconds.is_some() {
-        l.max_seconds = f.max_seconds;
+        st.max_seconds = f.max_seconds;
     }
     if !given("max_errors") && f.max_errors.is_some() {
-        l.max_errors = f.max_errors;
+        st.max_errors = f.max_errors;
     }
     if !given("max_error_rate")
         && let Some(r) = f.max_error_rate
     {
-        l.max_error_rate =
+        st.max_error_rate =
             Some(parse_fraction(&r.to_string()).map_err(|e| bad("max_error_rate", e))?);
     }
     if !given("warmup")
         && let Some(w) = &f.warmup
     {
-        l.warmup = Some(w.to_string().parse().map_err(|e| bad("warmup", e))?);
+        st.warmup = Some(w.to_string().parse().map_err(|e| bad("warmup", e))?);
     }
     if !given("cooldown")
         && let Some(c) = &f.cooldown
     {
-        l.cooldown = Some(c.to_string().parse().map_err(|e| bad("cooldown", e))?);
+        st.cooldown = Some(c.to_string().parse().map_err(|e| bad("cooldown", e))?);
     }
     if !given("out")
         && let Some(o) = &f.out
     {
-        args.out = Some(PathBuf::from(o));
+        common.out = Some(PathBuf::from(o));
     }
     for (k, v) in &f.labels {
-        if !args.labels.iter().any(|(k2, _)| k2 == k) {
-            args.labels.push((k.clone(), v.clone()));
+        if !common.labels.iter().any(|(k2, _)| k2 == k) {
+            common.labels.push((k.clone(), v.clone()));
         }
     }
     Ok(())
@@ -791,4 +983,28 @@ pub async fn start_embedded_sim(
     cfg.speedup = a.sim_speedup;
     cfg.seed = seed;
     Ok(llmload_sim::spawn(cfg).await?)
+}
+
+/// The target of a run: `--target`, or the built-in simulator started in-process (returned so
+/// the caller shuts it down at the end).
+pub async fn resolve_target(
+    common: &CommonArgs,
+    seed: u64,
+) -> anyhow::Result<(url::Url, Option<String>, Option<llmload_sim::SimHandle>)> {
+    if let Some(t) = common.client.target.clone() {
+        return Ok((t, None, None));
+    }
+    let sim = start_embedded_sim(&common.sim, seed).await?;
+    let note = format!(
+        "built-in simulator, profile {} (model {}), speedup {}",
+        sim.profile_name, sim.model_name, common.sim.sim_speedup
+    );
+    eprintln!(
+        "no --target: started the built-in simulator on {} (profile {}, model {}); pass --target URL to measure a real server",
+        sim.base_url(),
+        sim.profile_name,
+        sim.model_name
+    );
+    let url = url::Url::parse(&sim.base_url())?;
+    Ok((url, Some(note), Some(sim)))
 }
