@@ -30,6 +30,8 @@ enum Cmd {
     Sweep(Box<sweep::SweepCmdArgs>),
     /// Serve the simulated vLLM server (OpenAI API, /metrics, faults) on 127.0.0.1.
     Sim(Box<llmload_sim::cli::SimArgs>),
+    /// Serve an OpenAI-compatible gateway in front of model servers, with Prometheus metrics.
+    Gateway(Box<llmload_gateway::cli::GatewayArgs>),
     /// Print a table of the local GPUs (NVML) or of a GPU exporter URL.
     Gpu(llmload_gpu::cli::GpuArgs),
     /// Serve GPU telemetry as Prometheus metrics (nvidia_gpu_* names, optionally DCGM's).
@@ -90,6 +92,7 @@ async fn dispatch(cli: Cli, matches: &clap::ArgMatches) -> anyhow::Result<i32> {
             sweep::run(*args).await
         }
         Cmd::Sim(args) => Ok(llmload_sim::cli::run(*args).await?),
+        Cmd::Gateway(args) => Ok(llmload_gateway::cli::run(*args).await?),
         Cmd::Gpu(args) => Ok(llmload_gpu::cli::run_gpu(args).await?),
         Cmd::GpuExporter(args) => Ok(llmload_gpu::cli::run_exporter(args).await?),
         Cmd::Probe(args) => Ok(llmload_client::cli::run(*args, None).await?),
