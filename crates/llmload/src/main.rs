@@ -28,6 +28,14 @@ enum Cmd {
     /// Sweep the load (synchronous, throughput, then rates in between, refined by bisection)
     /// to find the maximum sustainable rate under the SLA.
     Sweep(Box<sweep::SweepCmdArgs>),
+    /// Serve the simulated vLLM server (OpenAI API, /metrics, faults) on 127.0.0.1.
+    Sim(Box<llmload_sim::cli::SimArgs>),
+    /// Serve an OpenAI-compatible gateway in front of model servers, with Prometheus metrics.
+    Gateway(Box<llmload_gateway::cli::GatewayArgs>),
+    /// Print a table of the local GPUs (NVML) or of a GPU exporter URL.
+    Gpu(llmload_gpu::cli::GpuArgs),
+    /// Serve GPU telemetry as Prometheus metrics (nvidia_gpu_* names, optionally DCGM's).
+    GpuExporter(llmload_gpu::cli::GpuExporterArgs),
     /// Check a target and send a few requests one at a time, printing every stamp.
     Probe(Box<llmload_client::cli::ProbeArgs>),
     /// List the workload presets (chat, summarization, codegen, stress, rag, vision, ...).
@@ -83,6 +91,10 @@ async fn dispatch(cli: Cli, matches: &clap::ArgMatches) -> anyhow::Result<i32> {
             run::apply_scenario_file(&mut a.common, None, &mut a.stop, &sub("sweep"))?;
             sweep::run(*args).await
         }
+        Cmd::Sim(args) => Ok(llmload_sim::cli::run(*args).await?),
+        Cmd::Gateway(args) => Ok(llmload_gateway::cli::run(*args).await?),
+        Cmd::Gpu(args) => Ok(llmload_gpu::cli::run_gpu(args).await?),
+        Cmd::GpuExporter(args) => Ok(llmload_gpu::cli::run_exporter(args).await?),
         Cmd::Probe(args) => Ok(llmload_client::cli::run(*args, None).await?),
         Cmd::Scenarios(args) => Ok(llmload_workload::cli::run_scenarios(&args)?),
         Cmd::Metrics(args) => Ok(llmload_prom::cli::run(args).await?),

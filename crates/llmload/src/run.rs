@@ -150,6 +150,9 @@ pub struct CommonArgs {
 
     #[command(flatten)]
     pub sla: llmload_sla::cli::SlaArgs,
+
+    #[command(flatten)]
+    pub gpu: llmload_gpu::cli::GpuSamplingArgs,
 }
 
 /// Server-side metrics scraped during the run.
@@ -510,6 +513,7 @@ pub struct Session {
     engine: Engine,
     sink: RunSink,
     scraper: Option<llmload_prom::scrape::ScrapeHandle>,
+    gpu: llmload_gpu::cli::GpuTelemetry,
     display: Option<console::ProgressDisplay>,
     interrupt: CancellationToken,
     no_report: bool,
@@ -587,6 +591,7 @@ impl Session {
             dir.display()
         );
         let scraper = start_scraper(&common.server, &target, epoch)?;
+        let gpu = common.gpu.start(epoch).await;
         let display = Some(console::ProgressDisplay::start(
             engine.progress.clone(),
             epoch,
@@ -599,6 +604,7 @@ impl Session {
             engine,
             sink,
             scraper,
+            gpu,
             display,
             interrupt,
             no_report: common.no_report,
@@ -633,6 +639,8 @@ impl Session {
             });
             b.server = Some(w.to_value());
         }
+        let (start, end) = (b.window.start_s, b.window.end_s);
+        self.gpu.apply(&mut b, start, end);
         (b, std::mem::take(&mut self.sink.points))
     }
 
@@ -653,6 +661,7 @@ impl Session {
     /// Stops the scraper, prints the summary, writes the reports.
     pub async fn close(mut self) -> anyhow::Result<(PathBuf, Results)> {
         drop(self.display.take());
+        self.gpu.stop();
         if let Some(s) = self.scraper.take() {
             let series = s.stop().await;
             if series.failure_count() > 0 {
