@@ -29,6 +29,11 @@ impl WindowRule {
     pub fn contains(&self, t_dispatch: f64) -> bool {
         t_dispatch >= self.start_s && t_dispatch < self.end_s
     }
+
+    /// Marks `rec.in_window` by its dispatch time.
+    pub fn apply(&self, rec: &mut RequestRecord) {
+        rec.in_window = self.contains(rec.t_dispatch);
+    }
 }
 
 /// A service-level objective on one per-request metric: the request meets it when the metric
@@ -77,7 +82,6 @@ impl Slo {
 /// Accumulates the records of one benchmark; [`Aggregator::finish`] computes its statistics.
 #[derive(Debug)]
 pub struct Aggregator {
-    window: WindowRule,
     slos: Vec<Slo>,
     completed: u64,
     errored: u64,
@@ -102,6 +106,8 @@ pub struct Aggregator {
     tpot_incl: Vec<f64>,
     decode_rate: Vec<f64>,
     dispatch_delay: Vec<f64>,
+    generator_lag: Vec<f64>,
+    client_queue: Vec<f64>,
     sched_lat: Vec<f64>,
     prompt_tokens: Vec<f64>,
     output_tokens: Vec<f64>,
@@ -113,9 +119,8 @@ pub struct Aggregator {
 }
 
 impl Aggregator {
-    pub fn new(window: WindowRule, slos: Vec<Slo>) -> Self {
+    pub fn new(slos: Vec<Slo>) -> Self {
         Self {
-            window,
             slos,
             completed: 0,
             errored: 0,
@@ -140,6 +145,8 @@ impl Aggregator {
             tpot_incl: Vec::new(),
             decode_rate: Vec::new(),
             dispatch_delay: Vec::new(),
+            generator_lag: Vec::new(),
+            client_queue: Vec::new(),
             sched_lat: Vec::new(),
             prompt_tokens: Vec::new(),
             output_tokens: Vec::new(),
@@ -151,12 +158,6 @@ impl Aggregator {
         }
     }
 
-    /// Changes the measurement window (e.g. once the warm-up end is known). Only records pushed
-    /// afterwards are judged by the new window.
-    pub fn set_window(&mut self, window: WindowRule) {
-        self.window = window;
-    }
-
     /// Counts one arrival that a concurrency cap refused (never dispatched).
     pub fn push_dropped(&mut self) {
         self.scheduled += 1;
@@ -164,10 +165,10 @@ impl Aggregator {
     }
 
     /// Adds one finished request. `gaps` are the inter-event gaps of its output-bearing events
-    /// (`t_chunk[i] - t_chunk[i-1]`), pooled into ITL. Sets `rec.in_window`.
-    pub fn push(&mut self, rec: &mut RequestRecord, gaps: &[f64]) {
+    /// (`t_chunk[i] - t_chunk[i-1]`), pooled into ITL. Requests with `in_window == false`
+    /// (warm-up, cool-down) are only counted as `outside_window`.
+    pub fn push(&mut self, rec: &RequestRecord, gaps: &[f64]) {
         self.scheduled += 1;
-        rec.in_window = self.window.contains(rec.t_dispatch);
         if !rec.in_window {
             self.outside += 1;
             return;
@@ -176,6 +177,10 @@ impl Aggregator {
         self.intervals.push((rec.t_dispatch, rec.t_end));
         self.first_dispatch = self.first_dispatch.min(rec.t_dispatch);
         self.dispatch_delay.push(rec.dispatch_delay());
+        self.generator_lag.push(rec.generator_lag());
+        if let Some(q) = rec.client_queue_s {
+            self.client_queue.push(q);
+        }
         match rec.error {
             Some(ErrorClass::Cancelled) => {
                 self.cancelled += 1;
@@ -342,7 +347,19 @@ impl Aggregator {
                 scheduled_latency_s: Summary::from_samples(&mut self.sched_lat),
                 prompt_tokens: Summary::from_samples(&mut self.prompt_tokens),
                 output_tokens: Summary::from_samples(&mut self.output_tokens),
-                extra: BTreeMap::new(),
+                extra: [
+                    (
+                        "generator_lag_s".to_string(),
+                        Summary::from_samples(&mut self.generator_lag),
+                    ),
+                    (
+                        "client_queue_s".to_string(),
+                        Summary::from_samples(&mut self.client_queue),
+                    ),
+                ]
+                .into_iter()
+                .filter(|(_, v)| v.is_some())
+                .collect(),
             },
             multi_token_event_share: (self.events > 0)
                 .then(|| self.multi_events as f64 / self.events as f64),
@@ -414,6 +431,7 @@ mod tests {
 
     fn ok(id: u64, d: f64, first: f64, last: f64, out: u64) -> RequestRecord {
         RequestRecord {
+            in_window: true,
             id,
             t_sched: d,
             t_dispatch: d,
@@ -430,12 +448,12 @@ mod tests {
 
     #[test]
     fn throughput_and_concurrency() {
-        let mut a = Aggregator::new(WindowRule::ALL, vec![]);
+        let mut a = Aggregator::new(vec![]);
         // Two sequential requests of 1 s each, then one overlapping pair.
-        a.push(&mut ok(0, 0.0, 0.1, 1.0, 10), &[0.1; 9]);
-        a.push(&mut ok(1, 1.0, 1.1, 2.0, 10), &[0.1; 9]);
-        a.push(&mut ok(2, 2.0, 2.1, 4.0, 10), &[0.2; 9]);
-        a.push(&mut ok(3, 2.0, 2.1, 4.0, 10), &[0.2; 9]);
+        a.push(&ok(0, 0.0, 0.1, 1.0, 10), &[0.1; 9]);
+        a.push(&ok(1, 1.0, 1.1, 2.0, 10), &[0.1; 9]);
+        a.push(&ok(2, 2.0, 2.1, 4.0, 10), &[0.2; 9]);
+        a.push(&ok(3, 2.0, 2.1, 4.0, 10), &[0.2; 9]);
         let b = a.finish(ProfileInfo::default());
         assert_eq!(b.window.duration_s, 4.0);
         assert_eq!(b.requests.completed, 4);
@@ -460,13 +478,17 @@ mod tests {
             metric: "ttft".into(),
             threshold: 0.15,
         };
-        let mut a = Aggregator::new(w, vec![slo]);
-        a.push(&mut ok(0, 0.5, 0.6, 1.0, 4), &[]); // warm-up
+        let mut a = Aggregator::new(vec![slo]);
+        let mut warm = ok(0, 0.5, 0.6, 1.0, 4);
+        w.apply(&mut warm);
+        assert!(!warm.in_window);
+        a.push(&warm, &[]);
         let mut fast = ok(1, 1.0, 1.1, 2.0, 4);
-        a.push(&mut fast, &[]);
+        w.apply(&mut fast);
         assert!(fast.in_window);
-        a.push(&mut ok(2, 1.0, 1.5, 3.0, 4), &[]); // misses the TTFT SLO
-        let mut e = RequestRecord {
+        a.push(&fast, &[]);
+        a.push(&ok(2, 1.0, 1.5, 3.0, 4), &[]); // misses the TTFT SLO
+        let e = RequestRecord {
             id: 3,
             t_sched: 1.5,
             t_dispatch: 1.5,
@@ -474,18 +496,20 @@ mod tests {
             status: Some(503),
             error: Some(ErrorClass::Http5xx),
             error_message: Some("503 Service Unavailable".into()),
+            in_window: true,
             ..Default::default()
         };
-        a.push(&mut e, &[]);
-        let mut c = RequestRecord {
+        a.push(&e, &[]);
+        let c = RequestRecord {
             id: 4,
             t_dispatch: 2.0,
             t_sched: 2.0,
             t_end: 3.5,
             error: Some(ErrorClass::Cancelled),
+            in_window: true,
             ..Default::default()
         };
-        a.push(&mut c, &[]);
+        a.push(&c, &[]);
         a.push_dropped();
         let b = a.finish(ProfileInfo::default());
         let r = &b.requests;
@@ -504,10 +528,10 @@ mod tests {
 
     #[test]
     fn itl_switches_to_hdr_past_the_limit() {
-        let mut a = Aggregator::new(WindowRule::ALL, vec![]);
+        let mut a = Aggregator::new(vec![]);
         let gaps = vec![0.005; ITL_EXACT_LIMIT / 2 + 1];
-        a.push(&mut ok(0, 0.0, 0.1, 1.0, 10), &gaps);
-        a.push(&mut ok(1, 0.0, 0.1, 1.0, 10), &gaps);
+        a.push(&ok(0, 0.0, 0.1, 1.0, 10), &gaps);
+        a.push(&ok(1, 0.0, 0.1, 1.0, 10), &gaps);
         let b = a.finish(ProfileInfo::default());
         assert_eq!(b.itl_method.as_deref(), Some("hdr3"));
         let itl = b.metrics.itl_s.unwrap();

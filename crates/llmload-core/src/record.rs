@@ -151,6 +151,10 @@ pub struct RequestRecord {
     /// connection failed before the server could have seen it.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub retries: u32,
+    /// Seconds the request waited in the client for a free slot under `--max-concurrency`
+    /// (part of `dispatch_delay`; the rest is the generator's own lag).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_queue_s: Option<f64>,
     /// Requests in flight on the client when this one was dispatched (itself included).
     #[serde(default)]
     pub in_flight_at_dispatch: u32,
@@ -226,6 +230,11 @@ impl RequestRecord {
     /// `t_dispatch - t_sched`.
     pub fn dispatch_delay(&self) -> f64 {
         self.t_dispatch - self.t_sched
+    }
+
+    /// `dispatch_delay - client_queue_s`: how late the generator itself was.
+    pub fn generator_lag(&self) -> f64 {
+        self.dispatch_delay() - self.client_queue_s.unwrap_or(0.0)
     }
 
     /// `t_last_token - t_sched` (latency corrected for coordinated omission).

@@ -1,0 +1,838 @@
+//! [`Client::send`]: one request, measured.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::FutureExt;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http_body::Body as _;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use llmload_core::{ErrorClass, RequestRecord, RequestSpec, TokenCounter, TokenSource};
+use tokio_util::sync::CancellationToken;
+
+use crate::body::BodyTemplate;
+use crate::config::{ClientConfig, is_secret_header};
+use crate::conn::{Conn, Pool, may_retry};
+use crate::error::{ClientError, rejected_field_hint, scrub, snippet};
+use crate::sse::{SseItem, SseParser};
+use crate::stream::{Flow, ResponseState};
+
+/// How many times one request may be re-sent after a stale keep-alive connection.
+const MAX_RETRIES: u32 = 3;
+/// How much of an error body is read (and kept, cut further, in the message).
+const ERROR_BODY_LIMIT: usize = 64 * 1024;
+/// Largest non-streaming body accepted.
+const BODY_LIMIT: usize = 256 * 1024 * 1024;
+
+/// The measurement of one request.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// Stamps, counts, status and error class (DESIGN §2).
+    pub record: RequestRecord,
+    /// ITL gaps `t_chunk[i] - t_chunk[i-1]` in seconds, one per output event after the first.
+    pub gaps: Vec<f64>,
+    /// The answer text (content, or completion text), when `capture_answer` is set.
+    pub answer: Option<String>,
+}
+
+/// An OpenAI-compatible client with a keep-alive pool. Cheap to clone; share it between tasks.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    cfg: ClientConfig,
+    body: BodyTemplate,
+    headers: HeaderMap,
+    uri: http::Uri,
+    url: String,
+    pool: Pool,
+    tokens: Option<Arc<dyn TokenCounter>>,
+    in_flight: AtomicU32,
+    /// Test hook: do not drop pooled connections that already look closed.
+    trust_idle: bool,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("url", &self.inner.url)
+            .field("cfg", &self.inner.cfg)
+            .finish()
+    }
+}
+
+/// Request headers common to every request (Host, content type, auth, `--header`s).
+pub(crate) fn base_headers(
+    url: &url::Url,
+    api_key: Option<&str>,
+    extra: &[(String, String)],
+    with_body: bool,
+) -> Result<HeaderMap, ClientError> {
+    let mut h = HeaderMap::new();
+    let host = match (url.host_str(), url.port()) {
+        (Some(hst), Some(p)) => format!("{hst}:{p}"),
+        (Some(hst), None) => hst.to_string(),
+        (None, _) => {
+            return Err(ClientError::Unsupported(format!(
+                "{url}: the URL has no host; pass --target http://HOST:PORT"
+            )));
+        }
+    };
+    let host = HeaderValue::from_str(&host).map_err(|e| ClientError::InvalidHeader {
+        name: "host".into(),
+        reason: e.to_string(),
+    })?;
+    h.insert(header::HOST, host);
+    if with_body {
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+    }
+    h.insert(header::ACCEPT, HeaderValue::from_static("*/*"));
+    h.insert(
+        header::USER_AGENT,
+        HeaderValue::from_static(concat!("llmload/", env!("CARGO_PKG_VERSION"))),
+    );
+    if let Some(k) = api_key {
+        let mut v = HeaderValue::from_str(&format!("Bearer {k}")).map_err(|_| {
+            ClientError::InvalidHeader {
+                name: "authorization".into(),
+                reason: "the API key holds characters not allowed in a header (check --api-key / OPENAI_API_KEY)".into(),
+            }
+        })?;
+        v.set_sensitive(true);
+        h.insert(header::AUTHORIZATION, v);
+    }
+    for (k, v) in extra {
+        let name = HeaderName::from_bytes(k.trim().as_bytes()).map_err(|e| {
+            ClientError::InvalidHeader {
+                name: k.clone(),
+                reason: e.to_string(),
+            }
+        })?;
+        let mut val = HeaderValue::from_str(v.trim()).map_err(|e| ClientError::InvalidHeader {
+            name: k.clone(),
+            reason: if is_secret_header(k) {
+                "the value holds characters not allowed in a header".into()
+            } else {
+                e.to_string()
+            },
+        })?;
+        if is_secret_header(k) {
+            val.set_sensitive(true);
+        }
+        h.insert(name, val);
+    }
+    Ok(h)
+}
+
+/// Seconds from `epoch` to `t` (negative if `t` is earlier).
+fn secs(epoch: Instant, t: Instant) -> f64 {
+    match t.checked_duration_since(epoch) {
+        Some(d) => d.as_secs_f64(),
+        None => -(epoch.duration_since(t).as_secs_f64()),
+    }
+}
+
+/// How an attempt ended (before finalization).
+enum End {
+    Ok,
+    Fail(ErrorClass, String),
+}
+
+/// Mutable state of one request, kept outside the future so that cancellation and
+/// timeouts still see every stamp taken so far.
+struct Progress {
+    rec: RequestRecord,
+    resp: ResponseState,
+    end: Option<End>,
+    t_end: Option<f64>,
+}
+
+impl Client {
+    /// A client for `cfg`. `tokens` counts output tokens where the server sends no usage.
+    pub fn new(
+        cfg: ClientConfig,
+        tokens: Option<Arc<dyn TokenCounter>>,
+    ) -> Result<Self, ClientError> {
+        let url = cfg.request_url()?;
+        let body = BodyTemplate::new(&cfg).map_err(|e| {
+            ClientError::Unsupported(format!(
+                "cannot serialize the request body (--body-json): {e}"
+            ))
+        })?;
+        let headers = base_headers(&url, cfg.api_key.as_deref(), &cfg.headers, true)?;
+        let mut pq = url.path().to_string();
+        if let Some(q) = url.query() {
+            pq.push('?');
+            pq.push_str(q);
+        }
+        let uri: http::Uri = pq.parse().map_err(|e| {
+            ClientError::Unsupported(format!("{url}: not a valid request path: {e}"))
+        })?;
+        let host = url
+            .host_str()
+            .ok_or_else(|| ClientError::Unsupported(format!("{url}: no host")))?
+            .to_string();
+        let port = url.port_or_known_default().unwrap_or(80);
+        let pool = Pool::new(host, port, cfg.max_connections, cfg.connect_timeout);
+        Ok(Self {
+            inner: Arc::new(Inner {
+                body,
+                headers,
+                uri,
+                url: url.to_string(),
+                pool,
+                tokens,
+                in_flight: AtomicU32::new(0),
+                trust_idle: false,
+                cfg,
+            }),
+        })
+    }
+
+    /// The configuration this client was built with.
+    pub fn config(&self) -> &ClientConfig {
+        &self.inner.cfg
+    }
+
+    /// The URL requests go to.
+    pub fn url(&self) -> &str {
+        &self.inner.url
+    }
+
+    /// Requests in flight now.
+    pub fn in_flight(&self) -> u32 {
+        self.inner.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Idle keep-alive connections held now.
+    pub fn idle_connections(&self) -> usize {
+        self.inner.pool.idle_count()
+    }
+
+    /// Test hook: reuse pooled connections even when they already look closed, to exercise
+    /// the stale keep-alive retry deterministically.
+    #[doc(hidden)]
+    pub fn with_trusted_idle_connections(self) -> Self {
+        match Arc::try_unwrap(self.inner) {
+            Ok(mut inner) => {
+                inner.trust_idle = true;
+                Self {
+                    inner: Arc::new(inner),
+                }
+            }
+            Err(inner) => Self { inner },
+        }
+    }
+
+    /// Sends one request and measures it. `epoch` is the run's start on the monotonic clock;
+    /// all stamps in the record are seconds since `epoch`. The caller fills `id`, `benchmark`,
+    /// `t_sched` (and `in_window`); everything else is filled here.
+    ///
+    /// Never fails: every failure is measured and classified in the record. If `cancel` fires
+    /// while in flight, returns at once with error `cancelled` and the stamps so far.
+    pub async fn send(
+        &self,
+        spec: &RequestSpec,
+        epoch: Instant,
+        cancel: &CancellationToken,
+    ) -> Outcome {
+        let inner = &*self.inner;
+        let in_flight = inner.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
+        let _guard = InFlightGuard(&inner.in_flight);
+        let start = Instant::now();
+        let keep_text = inner.tokens.is_some() || inner.cfg.capture_answer;
+        let mut p = Progress {
+            rec: RequestRecord {
+                t_dispatch: secs(epoch, start),
+                t_sched: secs(epoch, start),
+                prompt_tokens_client: spec.prompt_tokens,
+                max_tokens: spec.max_tokens,
+                in_flight_at_dispatch: in_flight,
+                tag: spec.tag.clone(),
+                image_count: (!spec.images.is_empty()).then_some(spec.images.len() as u32),
+                image_bytes: {
+                    let b: u64 = spec.images.iter().filter_map(|i| i.bytes).sum();
+                    (b > 0).then_some(b)
+                },
+                ..Default::default()
+            },
+            resp: ResponseState::new(keep_text, inner.cfg.record_chunks)
+                .with_capacity(spec.max_tokens.unwrap_or(16) as usize),
+            end: None,
+            t_end: None,
+        };
+        if cancel.is_cancelled() {
+            p.end = Some(End::Fail(
+                ErrorClass::Cancelled,
+                "cancelled before dispatch".into(),
+            ));
+        } else {
+            let body = inner.body.build(spec);
+            let deadline = inner.cfg.request_timeout.map(|d| start + d);
+            let ended = {
+                let exchange = self.exchange(&mut p, body, epoch);
+                tokio::pin!(exchange);
+                match deadline {
+                    Some(dl) => tokio::select! {
+                        biased;
+                        _ = cancel.cancelled() => Some(ErrorClass::Cancelled),
+                        _ = tokio::time::sleep_until(dl.into()) => Some(ErrorClass::Timeout),
+                        _ = &mut exchange => None,
+                    },
+                    None => tokio::select! {
+                        biased;
+                        _ = cancel.cancelled() => Some(ErrorClass::Cancelled),
+                        _ = &mut exchange => None,
+                    },
+                }
+            };
+            if let Some(class) = ended {
+                let msg = match class {
+                    ErrorClass::Timeout => format!(
+                        "no complete response within the request timeout ({:.1} s); {} output events received",
+                        inner.cfg.request_timeout.unwrap_or_default().as_secs_f64(),
+                        p.resp.output_events
+                    ),
+                    _ => format!(
+                        "cancelled by the stop condition while in flight; {} output events received",
+                        p.resp.output_events
+                    ),
+                };
+                p.end = Some(End::Fail(class, msg));
+                p.t_end = Some(secs(epoch, Instant::now()));
+            }
+        }
+        self.finish(p, epoch)
+    }
+
+    fn finish(&self, p: Progress, epoch: Instant) -> Outcome {
+        let inner = &*self.inner;
+        let Progress {
+            mut rec,
+            resp,
+            end,
+            t_end,
+        } = p;
+        rec.t_end = t_end.unwrap_or_else(|| secs(epoch, Instant::now()));
+        rec.t_first_token = resp.t_first_token;
+        rec.t_first_output = resp.t_first_output;
+        rec.t_last_token = resp.t_last_token;
+        rec.output_events = resp.output_events;
+        rec.finish_reason = resp.finish_reason.clone();
+        if inner.cfg.record_chunks {
+            rec.chunk_times = Some(resp.chunk_times.clone());
+        }
+        // Token counts: the server's usage, else the tokenizer.
+        let usage_out = resp.usage.and_then(|u| u.completion_tokens);
+        if let Some(n) = usage_out {
+            rec.output_tokens = Some(n);
+            rec.prompt_tokens = resp
+                .usage
+                .and_then(|u| u.prompt_tokens)
+                .or(spec_prompt(&rec));
+            rec.token_source = TokenSource::Usage;
+        } else if let Some(tc) = &inner.tokens {
+            let n = if resp.answer.is_empty() {
+                0
+            } else {
+                tc.count(&resp.answer)
+            } + if resp.other_text.is_empty() {
+                0
+            } else {
+                tc.count(&resp.other_text)
+            };
+            rec.output_tokens = Some(n);
+            rec.prompt_tokens = resp
+                .usage
+                .and_then(|u| u.prompt_tokens)
+                .or(spec_prompt(&rec));
+            rec.token_source = TokenSource::Tokenizer;
+        } else {
+            rec.prompt_tokens = resp
+                .usage
+                .and_then(|u| u.prompt_tokens)
+                .or(spec_prompt(&rec));
+            rec.token_source = TokenSource::None;
+        }
+        rec.multi_token_events = resp.multi_token_events(rec.output_tokens);
+        match end {
+            Some(End::Ok) => {}
+            Some(End::Fail(class, msg)) => {
+                rec.error = Some(class);
+                rec.error_message = Some(scrub(msg, inner.cfg.api_key.as_deref()));
+            }
+            None => {
+                rec.error = Some(ErrorClass::StreamBroken);
+                rec.error_message = Some("the request ended without a result".into());
+            }
+        }
+        let answer = inner.cfg.capture_answer.then(|| resp.answer.clone());
+        Outcome {
+            record: rec,
+            gaps: resp.gaps,
+            answer,
+        }
+    }
+
+    fn request(&self, body: Bytes) -> http::Request<Full<Bytes>> {
+        let mut req = http::Request::new(Full::new(body));
+        *req.method_mut() = http::Method::POST;
+        *req.uri_mut() = self.inner.uri.clone();
+        *req.headers_mut() = self.inner.headers.clone();
+        req
+    }
+
+    /// Send (with stale keep-alive retries) and read the response into `p`.
+    async fn exchange(&self, p: &mut Progress, body: Bytes, epoch: Instant) {
+        let inner = &*self.inner;
+        loop {
+            let pooled = if inner.trust_idle {
+                inner.pool.checkout_any()
+            } else {
+                inner.pool.checkout()
+            };
+            let (mut conn, reused) = match pooled {
+                Some(c) => (c, true),
+                None => match inner.pool.connect().await {
+                    Ok(c) => (c, false),
+                    Err(e) => {
+                        p.end = Some(End::Fail(
+                            ErrorClass::Connect,
+                            format!("cannot connect to {}: {e}", inner.url),
+                        ));
+                        p.t_end = Some(secs(epoch, Instant::now()));
+                        return;
+                    }
+                },
+            };
+            if reused && !inner.trust_idle {
+                // Wait until the connection accepts a request (it may still be finishing
+                // the previous response); a connection that closes meanwhile is dropped.
+                if conn.sender.ready().await.is_err() {
+                    continue;
+                }
+            }
+            conn.probe.reset();
+            let t_try = Instant::now();
+            p.rec.t_dispatch = secs(epoch, t_try);
+            let res = conn
+                .sender
+                .try_send_request(self.request(body.clone()))
+                .await;
+            let snap = conn.probe.snapshot();
+            if let Some(fw) = snap.first_write {
+                p.rec.t_dispatch = secs(epoch, fw.max(t_try));
+            }
+            match res {
+                Ok(resp) => {
+                    self.read_response(p, conn, resp, epoch).await;
+                    return;
+                }
+                Err(mut e) => {
+                    let unsent = e.take_message().is_some();
+                    if may_retry(reused, unsent, &snap) && p.rec.retries < MAX_RETRIES {
+                        p.rec.retries += 1;
+                        continue;
+                    }
+                    let err = e.into_error();
+                    let (class, msg) = if unsent {
+                        (
+                            ErrorClass::Connect,
+                            format!(
+                                "the connection to {} closed before the request could be sent: {err}",
+                                inner.url
+                            ),
+                        )
+                    } else if err.is_parse() {
+                        (
+                            ErrorClass::Protocol,
+                            format!("the server's answer is not valid HTTP/1.1: {err}"),
+                        )
+                    } else if snap.read == 0 {
+                        (
+                            ErrorClass::StreamBroken,
+                            format!(
+                                "connection closed by the server before any response byte \
+                                 ({} connection, {} request bytes written; the request was sent, \
+                                 so it is not retried: the server may have processed it): {}",
+                                if reused { "reused keep-alive" } else { "fresh" },
+                                snap.written,
+                                error_chain(&err)
+                            ),
+                        )
+                    } else {
+                        (
+                            ErrorClass::StreamBroken,
+                            format!("the response broke off: {}", error_chain(&err)),
+                        )
+                    };
+                    p.end = Some(End::Fail(class, msg));
+                    p.t_end = Some(secs(epoch, snap.last_read.unwrap_or_else(Instant::now)));
+                    return;
+                }
+            }
+        }
+    }
+
+    async fn read_response(
+        &self,
+        p: &mut Progress,
+        conn: Conn,
+        resp: http::Response<Incoming>,
+        epoch: Instant,
+    ) {
+        let inner = &*self.inner;
+        let status = resp.status();
+        p.rec.status = Some(status.as_u16());
+        let (parts, mut body) = resp.into_parts();
+        let stamp = |conn: &Conn| secs(epoch, conn.probe.last_read().unwrap_or_else(Instant::now));
+
+        if !status.is_success() {
+            let mut buf = Vec::new();
+            let mut cut = false;
+            while let Some(fr) = body.frame().await {
+                match fr {
+                    Ok(f) => {
+                        if let Ok(d) = f.into_data() {
+                            buf.extend_from_slice(&d);
+                            if buf.len() >= ERROR_BODY_LIMIT {
+                                cut = true;
+                                break;
+                            }
+                        }
+                    }
+                    Err(_) => break,
+                }
+            }
+            p.t_end = Some(stamp(&conn));
+            let text = snippet(&buf, 300);
+            let class = ErrorClass::from_status(status.as_u16()).unwrap_or(ErrorClass::Protocol);
+            let reason = status.canonical_reason().unwrap_or("");
+            let msg = if matches!(status.as_u16(), 400 | 422) {
+                match rejected_field_hint(
+                    &String::from_utf8_lossy(&buf),
+                    &inner.body.extra_keys,
+                    inner.cfg.stream,
+                ) {
+                    Some((field, hint)) => format!(
+                        "server rejected `{field}` (HTTP {} {reason}: {text}): {hint}",
+                        status.as_u16()
+                    ),
+                    None => format!("HTTP {} {reason}: {text}", status.as_u16()),
+                }
+            } else if status.is_redirection() {
+                let loc = parts
+                    .headers
+                    .get(header::LOCATION)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("?");
+                format!(
+                    "HTTP {} redirect to {loc}: point --target at the final URL",
+                    status.as_u16()
+                )
+            } else {
+                format!("HTTP {} {reason}: {text}", status.as_u16())
+            };
+            p.end = Some(End::Fail(class, msg));
+            if !cut && body.is_end_stream() {
+                inner.pool.checkin(conn);
+            }
+            return;
+        }
+
+        if !inner.cfg.stream {
+            let mut buf = Vec::new();
+            loop {
+                match body.frame().await {
+                    Some(Ok(f)) => {
+                        if let Ok(d) = f.into_data() {
+                            if buf.len() + d.len() > BODY_LIMIT {
+                                p.end = Some(End::Fail(
+                                    ErrorClass::Protocol,
+                                    format!("response body larger than {BODY_LIMIT} bytes"),
+                                ));
+                                p.t_end = Some(stamp(&conn));
+                                return;
+                            }
+                            buf.extend_from_slice(&d);
+                        }
+                    }
+                    Some(Err(e)) => {
+                        p.t_end = Some(stamp(&conn));
+                        p.end = Some(End::Fail(
+                            ErrorClass::StreamBroken,
+                            format!(
+                                "the response body broke off after {} bytes: {}",
+                                buf.len(),
+                                error_chain(&e)
+                            ),
+                        ));
+                        return;
+                    }
+                    None => break,
+                }
+            }
+            let t = stamp(&conn);
+            p.t_end = Some(t);
+            match p.resp.on_body(&buf, t) {
+                Flow::Fail => {
+                    let (c, m) = p
+                        .resp
+                        .error
+                        .take()
+                        .unwrap_or((ErrorClass::Protocol, "invalid response".into()));
+                    p.end = Some(End::Fail(c, m));
+                }
+                _ => p.end = Some(End::Ok),
+            }
+            inner.pool.checkin(conn);
+            return;
+        }
+
+        // Streaming.
+        if let Some(ct) = parts.headers.get(header::CONTENT_TYPE)
+            && ct.as_bytes().starts_with(b"application/json")
+        {
+            let mut buf = Vec::new();
+            while let Some(Ok(f)) = body.frame().await {
+                if let Ok(d) = f.into_data() {
+                    buf.extend_from_slice(&d);
+                    if buf.len() > ERROR_BODY_LIMIT {
+                        break;
+                    }
+                }
+            }
+            p.t_end = Some(stamp(&conn));
+            // An error object in a 200 JSON body is still the server's error.
+            let mut probe = ResponseState::new(false, false);
+            if probe.on_body(&buf, 0.0) == Flow::Fail
+                && let Some((c, m)) = probe.error
+                && c != ErrorClass::Protocol
+            {
+                p.end = Some(End::Fail(c, m));
+                return;
+            }
+            p.end = Some(End::Fail(
+                ErrorClass::Protocol,
+                format!(
+                    "the server answered a streaming request with application/json instead of \
+                         text/event-stream (pass --no-stream to benchmark it without streaming): {}",
+                    snippet(&buf, 200)
+                ),
+            ));
+            return;
+        }
+
+        let mut parser = SseParser::new();
+        let mut body_ok = true;
+        let mut received: u64 = 0;
+        let outcome: Option<End> = loop {
+            match body.frame().await {
+                Some(Ok(f)) => {
+                    let Ok(data) = f.into_data() else { continue };
+                    received += data.len() as u64;
+                    let t = stamp(&conn);
+                    let resp = &mut p.resp;
+                    let mut stop: Option<End> = None;
+                    parser.feed(&data, &mut |item| match item {
+                        SseItem::Event { data, name } => match resp.on_event(data, name, t) {
+                            Flow::Continue => true,
+                            Flow::Done => false,
+                            Flow::Fail => {
+                                let (c, m) = resp
+                                    .error
+                                    .take()
+                                    .unwrap_or((ErrorClass::Protocol, "invalid event".into()));
+                                stop = Some(End::Fail(c, m));
+                                false
+                            }
+                        },
+                        SseItem::Invalid(line) => {
+                            stop = Some(End::Fail(
+                                ErrorClass::Protocol,
+                                format!(
+                                    "the response is not an SSE stream: {}",
+                                    snippet(line, 200)
+                                ),
+                            ));
+                            false
+                        }
+                    });
+                    if let Some(e) = stop {
+                        p.t_end = Some(t);
+                        break Some(e);
+                    }
+                    if p.resp.done {
+                        p.t_end = Some(t);
+                        break Some(End::Ok);
+                    }
+                }
+                Some(Err(e)) => {
+                    body_ok = false;
+                    let t = stamp(&conn);
+                    p.t_end = Some(t);
+                    if p.resp.looks_complete() {
+                        break Some(End::Ok);
+                    }
+                    break Some(End::Fail(
+                        ErrorClass::StreamBroken,
+                        format!(
+                            "the stream broke off after {} bytes and {} output events, before its end: {}",
+                            received,
+                            p.resp.output_events,
+                            error_chain(&e)
+                        ),
+                    ));
+                }
+                None => break None,
+            }
+        };
+        match outcome {
+            Some(End::Ok) if p.resp.done && body_ok => {
+                p.end = Some(End::Ok);
+                // Read the body's end (normally already here) so the connection can be reused.
+                self.drain_and_checkin(conn, body).await;
+            }
+            Some(e) => p.end = Some(e),
+            None => {
+                // The body ended without [DONE].
+                let t = stamp(&conn);
+                p.t_end = Some(t);
+                let resp = &mut p.resp;
+                let mut stop: Option<End> = None;
+                let trailing = parser.finish(&mut |item| {
+                    if let SseItem::Event { data, name } = item
+                        && resp.on_event(data, name, t) == Flow::Fail
+                    {
+                        stop = resp.error.take().map(|(c, m)| End::Fail(c, m));
+                    }
+                    true
+                });
+                if let Some(e) = stop {
+                    p.end = Some(e);
+                } else if let Some(tr) = trailing.filter(|_| !p.resp.looks_complete()) {
+                    p.end = Some(End::Fail(
+                        ErrorClass::StreamBroken,
+                        format!(
+                            "the stream ended inside an event, after {} output events: {}",
+                            p.resp.output_events,
+                            snippet(&tr, 200)
+                        ),
+                    ));
+                } else if p.resp.looks_complete() {
+                    p.end = Some(End::Ok);
+                    inner.pool.checkin(conn);
+                } else if received == 0 {
+                    p.end = Some(End::Fail(
+                        ErrorClass::StreamBroken,
+                        "the server ended the stream without sending any event".into(),
+                    ));
+                } else {
+                    p.end = Some(End::Fail(
+                        ErrorClass::StreamBroken,
+                        format!(
+                            "the stream ended after {} output events without a finish reason, \
+                             usage or [DONE]",
+                            p.resp.output_events
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+
+    /// After `[DONE]`: read the body's end (normally in the same read as `[DONE]`, or a task
+    /// hop later) so the connection goes back to the pool before `send` returns. A server
+    /// that keeps the body open longer gets a background task that waits a little for it;
+    /// the measurement (stamped at `[DONE]`) is never delayed by this.
+    async fn drain_and_checkin(&self, conn: Conn, mut body: Incoming) {
+        let mut end_now = || loop {
+            if body.is_end_stream() {
+                return Some(true);
+            }
+            match body.frame().now_or_never() {
+                Some(Some(Ok(_))) => continue,
+                Some(None) => return Some(true),
+                Some(Some(Err(_))) => return Some(false),
+                None => return None,
+            }
+        };
+        match end_now() {
+            Some(true) => {
+                self.inner.pool.checkin(conn);
+                return;
+            }
+            Some(false) => return,
+            None => {}
+        }
+        // The connection task usually delivers the end as soon as it runs once.
+        tokio::task::yield_now().await;
+        match end_now() {
+            Some(true) => {
+                self.inner.pool.checkin(conn);
+                return;
+            }
+            Some(false) => return,
+            None => {}
+        }
+        match tokio::time::timeout(Duration::from_millis(20), drain_ref(&mut body)).await {
+            Ok(true) => self.inner.pool.checkin(conn),
+            Ok(false) => {}
+            Err(_) => {
+                let this = self.clone();
+                tokio::spawn(async move {
+                    let mut body = body;
+                    if let Ok(true) =
+                        tokio::time::timeout(Duration::from_secs(5), drain_ref(&mut body)).await
+                    {
+                        this.inner.pool.checkin(conn);
+                    }
+                });
+            }
+        }
+    }
+}
+
+async fn drain_ref(body: &mut Incoming) -> bool {
+    while let Some(fr) = body.frame().await {
+        if fr.is_err() {
+            return false;
+        }
+    }
+    true
+}
+
+fn spec_prompt(rec: &RequestRecord) -> Option<u64> {
+    rec.prompt_tokens_client
+}
+
+/// An error with its sources, on one line.
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let t = c.to_string();
+        if !s.contains(&t) {
+            s.push_str(": ");
+            s.push_str(&t);
+        }
+        cur = c.source();
+    }
+    s
+}
+
+struct InFlightGuard<'a>(&'a AtomicU32);
+
+impl Drop for InFlightGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,134 @@
+//! The run directory: `results.json` (rewritten atomically after every benchmark and on
+//! interruption) and `requests.jsonl` (appended as requests finish, flushed every 200 ms).
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use llmload_core::{RequestRecord, Results};
+
+use crate::engine::RecordSink;
+
+#[derive(Debug, thiserror::Error)]
+pub enum OutputError {
+    #[error("cannot create the results directory {path}: {source} (choose another with --out DIR)")]
+    CreateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot encode results: {0}")]
+    Encode(#[from] serde_json::Error),
+}
+
+/// Creates `dir` (and parents).
+pub fn create_dir(dir: &Path) -> Result<(), OutputError> {
+    fs::create_dir_all(dir).map_err(|source| OutputError::CreateDir {
+        path: dir.to_path_buf(),
+        source,
+    })
+}
+
+/// Writes `results.json` in `dir` atomically (temp file, then rename).
+pub fn write_results(dir: &Path, results: &Results) -> Result<PathBuf, OutputError> {
+    let path = dir.join("results.json");
+    let tmp = dir.join(".results.json.tmp");
+    let body = serde_json::to_vec_pretty(results)?;
+    let werr = |source| OutputError::Write {
+        path: path.clone(),
+        source,
+    };
+    {
+        let mut f = File::create(&tmp).map_err(werr)?;
+        f.write_all(&body).map_err(werr)?;
+        f.write_all(b"\n").map_err(werr)?;
+        f.sync_data().map_err(werr)?;
+    }
+    fs::rename(&tmp, &path).map_err(werr)?;
+    Ok(path)
+}
+
+/// Appends request records to `requests.jsonl`, one JSON object a line.
+pub struct JsonlSink {
+    path: PathBuf,
+    w: BufWriter<File>,
+    line: Vec<u8>,
+    /// First write error; writing stops after it and the run reports it.
+    pub error: Option<String>,
+    pub written: u64,
+}
+
+impl JsonlSink {
+    pub fn create(dir: &Path) -> Result<JsonlSink, OutputError> {
+        let path = dir.join("requests.jsonl");
+        let f = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|source| OutputError::Write {
+                path: path.clone(),
+                source,
+            })?;
+        Ok(JsonlSink {
+            path,
+            w: BufWriter::with_capacity(256 * 1024, f),
+            line: Vec::with_capacity(1024),
+            error: None,
+            written: 0,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl RecordSink for JsonlSink {
+    fn write(&mut self, rec: &RequestRecord) {
+        if self.error.is_some() {
+            return;
+        }
+        self.line.clear();
+        if let Err(e) = serde_json::to_writer(&mut self.line, rec) {
+            self.error = Some(format!("cannot encode request {}: {e}", rec.id));
+            return;
+        }
+        self.line.push(b'\n');
+        match self.w.write_all(&self.line) {
+            Ok(()) => self.written += 1,
+            Err(e) => self.error = Some(format!("cannot write {}: {e}", self.path.display())),
+        }
+    }
+
+    fn flush(&mut self) {
+        if self.error.is_none()
+            && let Err(e) = self.w.flush()
+        {
+            self.error = Some(format!("cannot write {}: {e}", self.path.display()));
+        }
+    }
+}
+
+impl Drop for JsonlSink {
+    fn drop(&mut self) {
+        let _ = self.w.flush();
+    }
+}
+
+/// Reads `requests.jsonl` back (for reports and tests). Lines that do not parse are errors
+/// naming the line.
+pub fn read_requests(path: &Path) -> Result<Vec<RequestRecord>, String> {
+    let text =
+        fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| {
+            serde_json::from_str(l).map_err(|e| format!("{}:{}: {e}", path.display(), i + 1))
+        })
+        .collect()
+}

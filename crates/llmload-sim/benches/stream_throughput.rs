@@ -1,0 +1,165 @@
+//! Streamed tokens per second over many concurrent SSE streams, and how closely the engine
+//! thread keeps its step clock. Usage (numbers in docs/performance/sim.md):
+//!
+//! ```text
+//! cargo bench -p llmload-sim --bench stream_throughput -- [streams] [tokens_per_stream] [speedup]
+//! ```
+//!
+//! The client is a minimal HTTP/1.1 client on raw loopback sockets (one connection per stream)
+//! that counts the tokens of each stream from its final usage chunk and checks `[DONE]`.
+
+use std::time::{Duration, Instant};
+
+use llmload_sim::{Profile, SimConfig, spawn};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn arg(i: usize, default: f64) -> f64 {
+    std::env::args()
+        .filter(|a| !a.starts_with('-'))
+        .nth(i)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}
+
+async fn one_stream(
+    addr: std::net::SocketAddr,
+    body: &'static str,
+) -> Result<(u64, u64, Duration), String> {
+    let mut s = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| e.to_string())?;
+    s.set_nodelay(true).ok();
+    let req = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: bench\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes())
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut tail: Vec<u8> = Vec::with_capacity(8192);
+    let mut bytes = 0u64;
+    let start = Instant::now();
+    let mut first: Option<Duration> = None;
+    loop {
+        let n = s.read(&mut buf).await.map_err(|e| e.to_string())?;
+        if n == 0 {
+            return Err("connection closed before [DONE]".into());
+        }
+        if first.is_none() {
+            first = Some(start.elapsed());
+        }
+        bytes += n as u64;
+        tail.extend_from_slice(&buf[..n]);
+        if tail.len() > 4096 {
+            let cut = tail.len() - 1024;
+            tail.drain(..cut);
+        }
+        if tail.windows(12).any(|w| w == b"data: [DONE]") {
+            break;
+        }
+    }
+    let text = String::from_utf8_lossy(&tail);
+    let i = text
+        .rfind("\"completion_tokens\":")
+        .ok_or("no usage chunk")?;
+    let digits: String = text[i + 20..]
+        .chars()
+        .take_while(|c| c.is_ascii_digit())
+        .collect();
+    let tokens = digits.parse().map_err(|_| "bad usage".to_string())?;
+    Ok((tokens, bytes, first.unwrap_or_default()))
+}
+
+async fn client(addr: std::net::SocketAddr, streams: usize, tokens: u32) {
+    let body: &'static str = Box::leak(
+        format!(
+            "{{\"messages\":[{{\"role\":\"user\",\"content\":\"bench\"}}],\"max_tokens\":{tokens},\"ignore_eos\":true,\"stream\":true,\"stream_options\":{{\"include_usage\":true}}}}"
+        )
+        .into_boxed_str(),
+    );
+    let start = Instant::now();
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..streams {
+        set.spawn(one_stream(addr, body));
+    }
+    let (mut total, mut bytes, mut errors, mut ok) = (0u64, 0u64, 0u64, 0u64);
+    let mut ttfb = Vec::with_capacity(streams);
+    while let Some(r) = set.join_next().await {
+        match r {
+            Ok(Ok((t, b, f))) => {
+                total += t;
+                bytes += b;
+                ok += 1;
+                ttfb.push(f.as_secs_f64());
+            }
+            Ok(Err(e)) => {
+                errors += 1;
+                if errors < 5 {
+                    eprintln!("stream error: {e}");
+                }
+            }
+            Err(e) => eprintln!("task error: {e}"),
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    ttfb.sort_by(f64::total_cmp);
+    let p50 = ttfb.get(ttfb.len() / 2).copied().unwrap_or(0.0);
+    println!(
+        "client: streams {streams} (ok {ok}, errors {errors}), tokens/stream {tokens}: {total} tokens in {secs:.2} s = {:.0} streamed tokens/s, {:.0} MB/s of SSE, first byte p50 {:.0} ms",
+        total as f64 / secs,
+        bytes as f64 / secs / 1e6,
+        p50 * 1e3
+    );
+}
+
+fn main() {
+    let streams = arg(1, 10_000.0) as usize;
+    let tokens = arg(2, 200.0) as u32;
+    let speedup = arg(3, 60.0);
+    let threads = std::env::var("BENCH_THREADS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(2);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    // the client runs in a child process (file-descriptor limits: one socket per stream per side)
+    if let Ok(addr) = std::env::var("LLMLOAD_SIM_BENCH_CLIENT") {
+        let addr = addr.parse().expect("address from the parent");
+        rt.block_on(client(addr, streams, tokens));
+        return;
+    }
+    rt.block_on(async move {
+        let mut p = Profile::builtin("qwen3-4b-fp8").expect("built-in profile");
+        // room for every stream at once: no queueing, no preemption (bench-only scaling)
+        p.scheduler.max_num_seqs = (streams as u32).max(1024);
+        p.scheduler.max_num_batched_tokens = (streams as u32 * 64).max(8192);
+        p.gpu.memory_bytes = 4_000_000_000_000;
+        p.model.max_model_len = 8192;
+        let cfg = SimConfig { profile: p, speedup, seed: 1, api_servers: Some(8), ..SimConfig::default() };
+        let h = spawn(cfg).await.expect("spawn simulator");
+        let exe = std::env::current_exe().expect("own executable");
+        let mut child = tokio::process::Command::new(exe)
+            .args(std::env::args().skip(1))
+            .env("LLMLOAD_SIM_BENCH_CLIENT", h.addr.to_string())
+            .spawn()
+            .expect("start the client process");
+        let st = child.wait().await.expect("client process");
+        let clock = h.clock_stats();
+        let c = h.counters();
+        println!(
+            "server: speedup {speedup}, client exit {st}; engine steps {}, {:.0} tokens/step, {} tokens generated; \
+             step clock: {} events checked, mean {:.3} ms, max {:.3} ms late",
+            c.steps,
+            c.generation_tokens as f64 / c.steps.max(1) as f64,
+            c.generation_tokens,
+            clock.wakeups,
+            clock.mean_late_s * 1e3,
+            clock.max_late_s * 1e3
+        );
+        h.shutdown().await.ok();
+    });
+}
