@@ -522,6 +522,7 @@ pub struct Session {
 impl Session {
     /// Checks the target (preflight), creates the results directory and starts the scraper.
     /// `pool` sizes the connection pool; `kind` names the default directory.
+    #[allow(clippy::too_many_arguments)]
     pub async fn open(
         common: &CommonArgs,
         pool: usize,
@@ -760,42 +761,6 @@ pub async fn execute(
     Ok((code, dir, results))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn secrets_never_reach_the_command_line_record() {
-        let args = [
-            "llmload",
-            "run",
-            "--api-key",
-            "sk-secret:1",
-            "--header",
-            "Authorization: Bearer sk-2",
-            "--header=X-Api-Key: k3",
-            "--api-key=sk-4",
-            "--header",
-            "X-Team: blue",
-        ]
-        .map(String::from);
-        let out = redact_args(args).join(" ");
-        for s in ["sk-secret", "sk-2", "k3", "sk-4"] {
-            assert!(!out.contains(s), "{out}");
-        }
-        assert!(out.contains("X-Team: blue"));
-    }
-
-    #[test]
-    fn fractions_and_labels() {
-        assert_eq!(parse_fraction("5%"), Ok(0.05));
-        assert_eq!(parse_fraction("0.2"), Ok(0.2));
-        assert!(parse_fraction("120%").is_err());
-        assert_eq!(parse_label("gpus=4"), Ok(("gpus".into(), "4".into())));
-        assert!(parse_label("gpus").is_err());
-    }
-}
-
 /// The workload of a run and its token counter. Every input file is read here, so bad input
 /// fails before any load starts.
 pub fn workload_parts(common: &CommonArgs, seed: u64) -> anyhow::Result<WorkloadParts> {
@@ -1016,4 +981,40 @@ pub async fn resolve_target(
     );
     let url = url::Url::parse(&sim.base_url())?;
     Ok((url, Some(note), Some(sim)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_never_reach_the_command_line_record() {
+        let args = [
+            "llmload",
+            "run",
+            "--api-key",
+            "sk-secret:1",
+            "--header",
+            "Authorization: Bearer sk-2",
+            "--header=X-Api-Key: k3",
+            "--api-key=sk-4",
+            "--header",
+            "X-Team: blue",
+        ]
+        .map(String::from);
+        let out = redact_args(args).join(" ");
+        for s in ["sk-secret", "sk-2", "k3", "sk-4"] {
+            assert!(!out.contains(s), "{out}");
+        }
+        assert!(out.contains("X-Team: blue"));
+    }
+
+    #[test]
+    fn fractions_and_labels() {
+        assert_eq!(parse_fraction("5%"), Ok(0.05));
+        assert_eq!(parse_fraction("0.2"), Ok(0.2));
+        assert!(parse_fraction("120%").is_err());
+        assert_eq!(parse_label("gpus=4"), Ok(("gpus".into(), "4".into())));
+        assert!(parse_label("gpus").is_err());
+    }
 }

@@ -1,5 +1,7 @@
 //! End-to-end: `llmload run` through `llmload gateway` in front of two simulators.
 
+#![allow(clippy::unwrap_used)] // test helpers: a failure is a test failure
+
 use std::net::SocketAddr;
 
 use serde_json::Value;

@@ -1,5 +1,7 @@
 //! End-to-end: the real `llmload` binary against the scripted test server on 127.0.0.1.
 
+#![allow(clippy::unwrap_used)] // test helpers: a failure is a test failure
+
 use std::path::Path;
 use std::process::Stdio;
 use std::sync::Arc;
@@ -120,7 +122,7 @@ async fn server_errors_are_measured_not_fatal() {
             return Stream::new(4).reply();
         }
         let i = n2.fetch_add(1, Ordering::Relaxed);
-        if i > 0 && i % 3 == 0 {
+        if i > 0 && i.is_multiple_of(3) {
             Reply::error(500, "engine dead")
         } else if i > 0 && i % 3 == 1 {
             Stream::new(4).usage(UsageMode::Absent).reply()

@@ -1,5 +1,7 @@
 //! End-to-end: the real binary against its built-in simulator (no --target), sped up.
 
+#![allow(clippy::unwrap_used)] // test helpers: a failure is a test failure
+
 use std::path::Path;
 
 use serde_json::Value;
