@@ -95,6 +95,11 @@ pub struct Aggregator {
     error_examples: BTreeMap<String, String>,
     prompt_total: u64,
     output_total: u64,
+    /// Requests with both a server (usage) and a client prompt count, their client total and
+    /// the sum of (server − client).
+    prompt_compared: u64,
+    prompt_client_total: u64,
+    prompt_diff_total: i64,
     sources: [u64; 3],
     events: u64,
     multi_events: u64,
@@ -134,6 +139,9 @@ impl Aggregator {
             error_examples: BTreeMap::new(),
             prompt_total: 0,
             output_total: 0,
+            prompt_compared: 0,
+            prompt_client_total: 0,
+            prompt_diff_total: 0,
             sources: [0; 3],
             events: 0,
             multi_events: 0,
@@ -208,6 +216,13 @@ impl Aggregator {
         let o = rec.output_tokens.unwrap_or(0);
         self.prompt_total += p;
         self.output_total += o;
+        if rec.token_source == TokenSource::Usage
+            && let (Some(server), Some(client)) = (rec.prompt_tokens, rec.prompt_tokens_client)
+        {
+            self.prompt_compared += 1;
+            self.prompt_client_total += client;
+            self.prompt_diff_total += server as i64 - client as i64;
+        }
         self.sources[match rec.token_source {
             TokenSource::Usage => 0,
             TokenSource::Tokenizer => 1,
@@ -331,7 +346,34 @@ impl Aggregator {
                 prompt_total: self.prompt_total,
                 output_total: self.output_total,
                 source: source.to_string(),
-                extra: BTreeMap::new(),
+                extra: if self.prompt_compared > 0 {
+                    // Server usage vs the client's own count of the same prompts (chat template
+                    // overhead, another tokenizer): per request in requests.jsonl, in total here.
+                    [
+                        (
+                            "prompt_compared_requests".to_string(),
+                            self.prompt_compared.into(),
+                        ),
+                        (
+                            "prompt_client_total".to_string(),
+                            self.prompt_client_total.into(),
+                        ),
+                        (
+                            "prompt_server_minus_client_total".to_string(),
+                            self.prompt_diff_total.into(),
+                        ),
+                        (
+                            "prompt_server_minus_client_mean".to_string(),
+                            serde_json::json!(
+                                self.prompt_diff_total as f64 / self.prompt_compared as f64
+                            ),
+                        ),
+                    ]
+                    .into_iter()
+                    .collect()
+                } else {
+                    BTreeMap::new()
+                },
             },
             concurrency,
             metrics: Metrics {
@@ -466,6 +508,23 @@ mod tests {
         assert_eq!(b.metrics.itl_s.unwrap().count, 36);
         assert_eq!(b.tokens.source, "usage");
         assert_eq!(b.itl_method.as_deref(), Some("exact"));
+        // No client counts given: nothing to compare.
+        assert!(b.tokens.extra.is_empty());
+    }
+
+    #[test]
+    fn server_and_client_prompt_counts_are_compared() {
+        let mut a = Aggregator::new(vec![]);
+        for (server, client) in [(19, 12), (21, 12)] {
+            let mut r = ok(0, 0.0, 0.1, 1.0, 4);
+            r.prompt_tokens = Some(server);
+            r.prompt_tokens_client = Some(client);
+            a.push(&r, &[]);
+        }
+        let b = a.finish(ProfileInfo::default());
+        assert_eq!(b.tokens.extra["prompt_client_total"], 24);
+        assert_eq!(b.tokens.extra["prompt_server_minus_client_total"], 16);
+        assert_eq!(b.tokens.extra["prompt_server_minus_client_mean"], 8.0);
     }
 
     #[test]
