@@ -11,73 +11,13 @@ use crate::histogram::Quantile;
 use crate::snapshot::Snapshot;
 use crate::vllm::{CacheConfig, Figures, HistStats, VllmFigures, is_vllm};
 
-/// SLA tier of DESIGN §5.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Tier {
-    Excellent,
-    Acceptable,
-    Degraded,
-    Breaking,
-}
+/// SLA tiers of DESIGN §5: the one table of the whole tool, owned by llmload-sla (so that
+/// `metrics analyze` and `run`/`sweep` classify every boundary value the same way).
+pub use llmload_sla::tiers::Tier;
 
-impl Tier {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Tier::Excellent => "excellent",
-            Tier::Acceptable => "acceptable",
-            Tier::Degraded => "degraded",
-            Tier::Breaking => "breaking",
-        }
-    }
-    /// TTFT: < 0.5 s excellent, < 1.0 s acceptable, 1.0-2.0 s degraded, > 2.0 s breaking.
-    pub fn ttft(s: f64) -> Tier {
-        if s < 0.5 {
-            Tier::Excellent
-        } else if s < 1.0 {
-            Tier::Acceptable
-        } else if s <= 2.0 {
-            Tier::Degraded
-        } else {
-            Tier::Breaking
-        }
-    }
-    /// Decode rate (1/TPOT): > 50 tok/s excellent, > 20 acceptable, 10-20 degraded, < 10 breaking.
-    pub fn decode_rate(tok_s: f64) -> Tier {
-        if tok_s > 50.0 {
-            Tier::Excellent
-        } else if tok_s > 20.0 {
-            Tier::Acceptable
-        } else if tok_s >= 10.0 {
-            Tier::Degraded
-        } else {
-            Tier::Breaking
-        }
-    }
-    /// KV cache usage (0-1): < 70 % excellent, 70-85 % acceptable, 85-95 % degraded, > 95 % breaking.
-    pub fn kv_usage(frac: f64) -> Tier {
-        if frac < 0.70 {
-            Tier::Excellent
-        } else if frac <= 0.85 {
-            Tier::Acceptable
-        } else if frac <= 0.95 {
-            Tier::Degraded
-        } else {
-            Tier::Breaking
-        }
-    }
-    /// Server queue depth: 0 excellent, up to 1 acceptable, 2-5 degraded, > 5 breaking.
-    pub fn queue(depth: f64) -> Tier {
-        if depth <= 0.0 {
-            Tier::Excellent
-        } else if depth <= 1.0 {
-            Tier::Acceptable
-        } else if depth <= 5.0 {
-            Tier::Degraded
-        } else {
-            Tier::Breaking
-        }
-    }
+fn default_tiers() -> &'static llmload_sla::tiers::TierConfig {
+    static T: std::sync::OnceLock<llmload_sla::tiers::TierConfig> = std::sync::OnceLock::new();
+    T.get_or_init(llmload_sla::tiers::TierConfig::default)
 }
 
 /// How serious an insight is.
@@ -357,11 +297,11 @@ pub fn rules(inp: &RuleInput<'_>) -> Vec<Insight> {
         && w > 0.0
     {
         out.push(insight(
-                Level::from_tier(Tier::queue(w)).max(Level::Warning),
+                Level::from_tier(default_tiers().queue_depth.classify(w)).max(Level::Warning),
                 "saturation",
                 format!(
                     "{w:.0} request(s) waiting in the engine queue (queue depth tier: {}): the server is saturated",
-                    Tier::queue(w).as_str()
+                    default_tiers().queue_depth.classify(w).as_str()
                 ),
                 Some(
                     "lower the offered load or add replicas; if KV usage is low, raise --max-num-seqs / --max-num-batched-tokens",
@@ -369,7 +309,7 @@ pub fn rules(inp: &RuleInput<'_>) -> Vec<Insight> {
             ));
     }
     if let Some(kv) = inp.kv_usage {
-        let t = Tier::kv_usage(kv);
+        let t = default_tiers().kv_cache_usage.classify(kv);
         if t >= Tier::Degraded {
             out.push(insight(
                 Level::from_tier(t),
@@ -446,7 +386,7 @@ pub fn rules(inp: &RuleInput<'_>) -> Vec<Insight> {
     }
     if let Some(h) = f.latency.get("ttft_s") {
         if let Some(m) = h.mean {
-            let t = Tier::ttft(m);
+            let t = default_tiers().ttft.classify(m);
             out.push(insight(
                 Level::from_tier(t),
                 "ttft_tier",
@@ -457,7 +397,7 @@ pub fn rules(inp: &RuleInput<'_>) -> Vec<Insight> {
             ));
         }
         if let Some(p95) = h.p95 {
-            let t = Tier::ttft(p95.value);
+            let t = default_tiers().ttft.classify(p95.value);
             if t >= Tier::Degraded {
                 out.push(insight(
                     Level::from_tier(t),
@@ -475,7 +415,7 @@ pub fn rules(inp: &RuleInput<'_>) -> Vec<Insight> {
     let tpot = f.mean("tpot_s").or_else(|| f.mean("itl_s"));
     if let Some(tp) = tpot.filter(|t| *t > 0.0) {
         let rate = 1.0 / tp;
-        let t = Tier::decode_rate(rate);
+        let t = default_tiers().decode_rate.classify(rate);
         out.push(insight(
             Level::from_tier(t),
             "decode_rate_tier",
