@@ -110,7 +110,11 @@ pub fn load_charts(results: &Results) -> Vec<Chart> {
         .and_then(|b| b.x(axis))
         .map(|x| Marker {
             x,
-            label: format!("breaking point {}", num(x)),
+            label: if bp.as_ref().and_then(|b| b.found) == Some(false) {
+                format!("no break up to {}", num(x))
+            } else {
+                format!("breaking point {}", num(x))
+            },
         })
         .into_iter()
         .collect();

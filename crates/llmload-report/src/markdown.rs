@@ -123,6 +123,12 @@ pub fn breaking_point_sentence(results: &Results) -> Option<String> {
         (None, Some(c)) => format!("concurrency {}", num(c)),
         _ => return None,
     };
+    if bp.found == Some(false) {
+        // Every step passed: the figure is a lower bound, not a breaking point.
+        return Some(format!(
+            "No step broke the SLA: the server sustained at least **{load}** (the highest load tried); raise the load to find its limit."
+        ));
+    }
     let mut s = format!("Maximum sustainable load under the SLA: **{load}**");
     if let Some(l) = &bp.limiting {
         let _ = write!(s, ", limited by {l}");
@@ -222,4 +228,37 @@ e2e = last token − dispatch; errors = errored / (completed + errored), cancell
 in flight = time-weighted mean of requests in flight. Definitions: docs/metrics.md."
     );
     o
+}
+
+#[cfg(test)]
+mod breaking_point_tests {
+    use super::*;
+
+    fn results_with(bp: serde_json::Value) -> Results {
+        Results {
+            schema: llmload_core::SCHEMA.into(),
+            tool: Default::default(),
+            run: Default::default(),
+            benchmarks: Vec::new(),
+            extra: [("breaking_point".to_string(), bp)].into_iter().collect(),
+        }
+    }
+
+    #[test]
+    fn a_sweep_that_never_broke_reports_a_lower_bound() {
+        let r = results_with(serde_json::json!({"max_sustainable_rate": 1618.4, "found": false}));
+        let s = breaking_point_sentence(&r).unwrap();
+        assert!(s.starts_with("No step broke the SLA"), "{s}");
+        assert!(s.contains("at least **1618.4 req/s**"), "{s}");
+        let r = results_with(serde_json::json!({
+            "max_sustainable_rate": 37.3, "found": true, "limited_by": "ttft_p95"
+        }));
+        let s = breaking_point_sentence(&r).unwrap();
+        assert!(
+            s.starts_with(
+                "Maximum sustainable load under the SLA: **37.3 req/s**, limited by ttft_p95"
+            ),
+            "{s}"
+        );
+    }
 }
