@@ -98,8 +98,8 @@ pub struct ScrapeArgs {
     /// Do not scrape the server's /metrics.
     #[arg(long)]
     pub no_server_metrics: bool,
-    /// Time between two scrapes (e.g. 1s, 250ms).
-    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    /// Time between two scrapes (e.g. 1s, 250ms; a bare number is seconds).
+    #[arg(long, default_value = "1s", value_parser = parse_scrape_interval)]
     pub scrape_interval: Duration,
 }
 
@@ -121,6 +121,15 @@ impl ScrapeArgs {
         let urls = self.urls(target);
         (!urls.is_empty()).then(|| crate::scrape::Scraper::spawn(urls, self.scrape_interval, epoch))
     }
+}
+
+/// A scrape interval: a duration above zero.
+fn parse_scrape_interval(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d.is_zero() {
+        return Err(format!("--scrape-interval must be above zero, got {s:?}"));
+    }
+    Ok(d)
 }
 
 /// Parses `10`, `10s`, `250ms`, `2m`, `1h` into a duration.

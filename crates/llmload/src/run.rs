@@ -142,8 +142,8 @@ pub struct CommonArgs {
     #[arg(long)]
     pub no_report: bool,
 
-    #[command(flatten)]
-    pub server: ServerMetricsArgs,
+    #[command(flatten, next_help_heading = "Server metrics")]
+    pub server: llmload_prom::cli::ScrapeArgs,
 
     #[command(flatten)]
     pub sim: EmbeddedSimArgs,
@@ -153,24 +153,6 @@ pub struct CommonArgs {
 
     #[command(flatten)]
     pub gpu: llmload_gpu::cli::GpuSamplingArgs,
-}
-
-/// Server-side metrics scraped during the run.
-#[derive(Debug, Clone, Args)]
-#[command(next_help_heading = "Server metrics")]
-pub struct ServerMetricsArgs {
-    /// Prometheus endpoint(s) to scrape during the run (repeatable); default: the target's
-    /// /metrics.
-    #[arg(long = "metrics-url", value_name = "URL")]
-    pub metrics_urls: Vec<url::Url>,
-
-    /// Do not scrape the server's /metrics.
-    #[arg(long)]
-    pub no_server_metrics: bool,
-
-    /// Seconds between scrapes.
-    #[arg(long, value_name = "SECS", default_value_t = 1.0)]
-    pub scrape_interval: f64,
 }
 
 /// The built-in simulator, started when no --target is given.
@@ -453,33 +435,6 @@ fn on_signal(token: &CancellationToken, count: u32) {
     }
 }
 
-/// Starts scraping the server's metrics, unless turned off.
-fn start_scraper(
-    a: &ServerMetricsArgs,
-    target: &url::Url,
-    epoch: Instant,
-) -> anyhow::Result<Option<llmload_prom::scrape::ScrapeHandle>> {
-    if a.no_server_metrics {
-        return Ok(None);
-    }
-    if !(a.scrape_interval.is_finite() && a.scrape_interval > 0.0) {
-        bail!(
-            "--scrape-interval must be a positive number of seconds, got {}",
-            a.scrape_interval
-        )
-    }
-    let urls = if a.metrics_urls.is_empty() {
-        vec![llmload_prom::scrape::default_metrics_url(target)]
-    } else {
-        a.metrics_urls.clone()
-    };
-    Ok(Some(llmload_prom::scrape::Scraper::spawn(
-        urls,
-        std::time::Duration::from_secs_f64(a.scrape_interval),
-        epoch,
-    )))
-}
-
 /// What a run needs from the workload part.
 pub struct WorkloadParts {
     pub workload: Box<dyn Workload>,
@@ -591,7 +546,7 @@ impl Session {
             pf.model,
             dir.display()
         );
-        let scraper = start_scraper(&common.server, &target, epoch)?;
+        let scraper = common.server.spawn(&target, epoch);
         let gpu = common.gpu.start(epoch).await;
         let display = Some(console::ProgressDisplay::start(
             engine.progress.clone(),

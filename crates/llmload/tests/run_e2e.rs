@@ -281,4 +281,7 @@ async fn bad_flags_name_the_problem() {
     assert!(stderr.contains("--concurrency"), "{stderr}");
     let (code, _, stderr) = run_llmload(&["run", "--max-error-rate", "200%"]).await;
     assert_eq!(code, 2, "{stderr}");
+    let (code, _, stderr) = run_llmload(&["run", "--scrape-interval", "0"]).await;
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("--scrape-interval"), "{stderr}");
 }
