@@ -113,11 +113,49 @@ pub fn closed_loop(
     total: u64,
     seed: u64,
 ) -> LevelResult {
-    let mut sim = Sim::new(profile, api_servers, seed);
     let block = profile.scheduler.block_size;
+    closed_loop_with(profile, api_servers, streams, total, seed, |id| {
+        text_request(id, prompt, output, block)
+    })
+}
+
+/// A request of `text` unique text tokens plus one image of `width` x `height` pixels under
+/// the profile's vision rule (a text-only profile gets no image), exactly `output` tokens.
+pub fn image_request(
+    profile: &Profile,
+    id: u64,
+    text: u32,
+    width: u32,
+    height: u32,
+    output: u32,
+) -> SimRequest {
+    let (tokens, patches) = match &profile.vision {
+        Some(v) => crate::image::image_tokens(v, width, height),
+        None => (0, 0),
+    };
+    let mut r = text_request(id, text + tokens, output, profile.scheduler.block_size);
+    r.text_tokens = text;
+    if profile.vision.is_some() {
+        r.images = 1;
+        r.image_pixels = width as u64 * height as u64;
+        r.vision_patches = patches;
+    }
+    r
+}
+
+/// Closed loop with requests made by `make(id)`.
+pub fn closed_loop_with(
+    profile: &Profile,
+    api_servers: Option<u32>,
+    streams: u32,
+    total: u64,
+    seed: u64,
+    mut make: impl FnMut(u64) -> SimRequest,
+) -> LevelResult {
+    let mut sim = Sim::new(profile, api_servers, seed);
     let mut next_id = 1u64;
     for _ in 0..streams.min(total as u32) {
-        sim.submit(text_request(next_id, prompt, output, block));
+        sim.submit(make(next_id));
         next_id += 1;
     }
     let mut buf: Vec<Delivery> = Vec::new();
@@ -128,7 +166,7 @@ pub fn closed_loop(
         sim.drain_deliveries(&mut buf);
         for d in buf.drain(..) {
             if d.finish.is_some() && next_id <= total {
-                sim.submit(text_request(next_id, prompt, output, block));
+                sim.submit(make(next_id));
                 next_id += 1;
             }
         }
