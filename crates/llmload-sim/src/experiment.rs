@@ -5,7 +5,7 @@ use crate::profile::Profile;
 use crate::sim::{Delivery, Sim, SimRequest};
 
 /// Server-side means over one load level, from the simulator's own `/metrics` histograms.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct LevelResult {
     pub streams: u32,
     pub requests: u64,
@@ -20,6 +20,10 @@ pub struct LevelResult {
     pub duration_s: f64,
     pub output_tokens_per_s: f64,
     pub requests_per_s: f64,
+    /// Non-empty buckets of `vllm:iteration_tokens_total` (upper bound, steps).
+    pub iteration_tokens_hist: Vec<(f64, u64)>,
+    /// Non-empty buckets of `vllm:time_to_first_token_seconds` (upper bound s, requests).
+    pub ttft_hist: Vec<(f64, u64)>,
 }
 
 fn unique_hashes(id: u64, prompt: u32, block: u32) -> Vec<u64> {
@@ -83,6 +87,12 @@ fn summarize(sim: &Sim, streams: u32, duration: f64, samples: &Samples) -> Level
         } else {
             0.0
         },
+        iteration_tokens_hist: m.iteration_tokens.buckets().filter(|b| b.1 > 0).collect(),
+        ttft_hist: m
+            .time_to_first_token
+            .buckets()
+            .filter(|b| b.1 > 0)
+            .collect(),
     }
 }
 

@@ -74,6 +74,55 @@ fn bf16_profile_matches_real_vllm_closed_loop() {
             );
         }
         assert!(r.waiting_max <= n as u64);
+        if n == 8 {
+            println!(
+                "8 streams, iteration tokens (le, steps): {:?}",
+                r.iteration_tokens_hist
+            );
+            println!("8 streams, TTFT (le s, requests): {:?}", r.ttft_hist);
+        }
+    }
+}
+
+#[test]
+fn fp8_profile_closed_loop_against_real_vllm() {
+    // real vLLM 0.25.0, Qwen3-4B shape with --quantization fp8, closed loop 256/128:
+    // streams, TTFT, prefill, TPOT (ms)
+    let real = [
+        (1, 19.4, 14.1, 3.45),
+        (32, 119.2, 67.6, 4.51),
+        (128, 245.6, 118.1, 8.23),
+    ];
+    let p = Profile::builtin("qwen3-4b-fp8").unwrap();
+    for (n, ttft, prefill, tpot) in real {
+        let r = closed_loop(&p, None, n, 256, 128, (n as u64 * 4).max(8), 42);
+        let (e1, e2) = (
+            (r.ttft_mean_ms - ttft) / ttft,
+            (r.tpot_mean_ms - tpot) / tpot,
+        );
+        println!(
+            "fp8 {n} streams: TTFT {:.1} ms (real {ttft}, {:+.1} %), prefill {:.1} (real {prefill}), TPOT {:.2} (real {tpot}, {:+.1} %), queue {:.2} ms",
+            r.ttft_mean_ms,
+            100.0 * e1,
+            r.prefill_mean_ms,
+            r.tpot_mean_ms,
+            100.0 * e2,
+            r.queue_mean_ms
+        );
+        // a second data set the front-end costs were not fitted to: looser bounds. 128
+        // streams: +38 % (the front end's per-token cost that gives the open-loop ceiling of
+        // ~70 req/s also slows 15k tokens/s of closed-loop streaming; docs/sim.md)
+        let tol = if n == 128 { 0.45 } else { 0.20 };
+        assert!(
+            e1.abs() <= tol,
+            "fp8 {n}: TTFT {:.1} vs {ttft}",
+            r.ttft_mean_ms
+        );
+        assert!(
+            e2.abs() <= 0.20,
+            "fp8 {n}: TPOT {:.2} vs {tpot}",
+            r.tpot_mean_ms
+        );
     }
 }
 
@@ -232,11 +281,11 @@ fn sweep_frontend() {
     let base = Profile::builtin("qwen3-4b-bf16-h100").unwrap();
     let fp8 = Profile::builtin("qwen3-4b-fp8").unwrap();
     let mut all = Vec::new();
-    for c_in in [0.1] {
-        for c_tok in [2.0, 2.5] {
+    for c_in in [0.1, 0.3] {
+        for c_tok in [2.0, 3.0] {
             for c_first in [3.5, 3.75, 4.0] {
-                for c_evt in [55.0] {
-                    for ftl in [7.0] {
+                for c_evt in [45.0, 55.0] {
+                    for ftl in [6.0, 7.0] {
                         let mut p = base.clone();
                         p.frontend.per_request_ms = c_in;
                         p.frontend.per_input_token_us = c_tok;
@@ -264,6 +313,13 @@ fn sweep_frontend() {
                         q.frontend = p.frontend.clone();
                         q.engine.first_token_latency_ms = ftl;
                         let o = open_loop(&q, None, 140.0, 6.0, 256, 128, 7);
+                        let c = closed_loop(&q, None, 128, 256, 128, 512, 42);
+                        let e5 = (c.ttft_mean_ms - 245.6) / 245.6;
+                        err += e5 * e5;
+                        line += &format!(
+                            " [fp8 128: ttft {:.1} tpot {:.2}]",
+                            c.ttft_mean_ms, c.tpot_mean_ms
+                        );
                         let e3 = (o.requests_per_s - 70.0) / 70.0;
                         err += 2.0 * e3 * e3;
                         line += &format!(
