@@ -314,8 +314,6 @@ fn sweep_frontend() {
                         q.engine.first_token_latency_ms = ftl;
                         let o = open_loop(&q, None, 140.0, 6.0, 256, 128, 7);
                         let c = closed_loop(&q, None, 128, 256, 128, 512, 42);
-                        let e5 = (c.ttft_mean_ms - 245.6) / 245.6;
-                        err += e5 * e5;
                         line += &format!(
                             " [fp8 128: ttft {:.1} tpot {:.2}]",
                             c.ttft_mean_ms, c.tpot_mean_ms
