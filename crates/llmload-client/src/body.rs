@@ -2,7 +2,6 @@
 //! `ignore_eos`, `--body-json`) is serialized once; per request only the prompt and
 //! `max_tokens` are written.
 
-use bytes::Bytes;
 use llmload_core::{ContentPart, Prompt, RequestSpec};
 use serde_json::{Map, Value};
 
@@ -73,20 +72,30 @@ impl BodyTemplate {
     }
 
     /// The body of one request.
-    pub(crate) fn build(&self, spec: &RequestSpec) -> Bytes {
-        let mut buf: Vec<u8> = Vec::with_capacity(self.fixed.len() + prompt_len(&spec.prompt) + 64);
+    #[cfg(test)]
+    pub(crate) fn build(&self, spec: &RequestSpec) -> Vec<u8> {
+        let mut buf = Vec::new();
+        self.build_into(spec, &mut buf);
+        buf
+    }
+
+    /// The body of `spec`, written into `buf` (cleared first).
+    pub(crate) fn build_into(&self, spec: &RequestSpec, buf: &mut Vec<u8>) {
+        buf.clear();
+        buf.reserve(self.fixed.len() + prompt_len(&spec.prompt) + 64);
+        let buf = &mut *buf;
         buf.push(b'{');
         if !self.prompt_overridden {
             match self.api {
                 Api::Chat => {
                     buf.extend_from_slice(b"\"messages\":");
-                    write_messages(&mut buf, &spec.prompt);
+                    write_messages(buf, &spec.prompt);
                 }
                 Api::Completions => {
                     buf.extend_from_slice(b"\"prompt\":");
                     match &spec.prompt {
-                        Prompt::Text(t) => write_str(&mut buf, t),
-                        p @ Prompt::Messages(_) => write_str(&mut buf, &p.as_completion_text()),
+                        Prompt::Text(t) => write_str(buf, t),
+                        p @ Prompt::Messages(_) => write_str(buf, &p.as_completion_text()),
                     }
                 }
             }
@@ -94,13 +103,27 @@ impl BodyTemplate {
         }
         if let (Some(n), false) = (spec.max_tokens, self.max_tokens_overridden) {
             buf.extend_from_slice(b"\"max_tokens\":");
-            buf.extend_from_slice(n.to_string().as_bytes());
+            write_u64(buf, u64::from(n));
             buf.push(b',');
         }
         buf.extend_from_slice(self.fixed.as_bytes());
         buf.push(b'}');
-        Bytes::from(buf)
     }
+}
+
+/// `n` in decimal, without allocating.
+fn write_u64(buf: &mut Vec<u8>, mut n: u64) {
+    let mut d = [0u8; 20];
+    let mut i = d.len();
+    loop {
+        i -= 1;
+        d[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    buf.extend_from_slice(&d[i..]);
 }
 
 fn prompt_len(p: &Prompt) -> usize {
@@ -190,7 +213,7 @@ mod tests {
         c
     }
 
-    fn parse(b: &Bytes) -> Value {
+    fn parse(b: &[u8]) -> Value {
         serde_json::from_slice(b).unwrap()
     }
 
