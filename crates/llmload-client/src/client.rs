@@ -494,16 +494,11 @@ impl Client {
         if !(200..300).contains(&status) {
             let mut buf = Vec::new();
             let mut cut = false;
-            loop {
-                match body.next(&mut conn).await {
-                    Ok(Some((d, _))) => {
-                        buf.extend_from_slice(d);
-                        if buf.len() >= ERROR_BODY_LIMIT {
-                            cut = true;
-                            break;
-                        }
-                    }
-                    Ok(None) | Err(_) => break,
+            while let Ok(Some((d, _))) = body.next(&mut conn).await {
+                buf.extend_from_slice(d);
+                if buf.len() >= ERROR_BODY_LIMIT {
+                    cut = true;
+                    break;
                 }
             }
             p.t_end = Some(secs(epoch, conn.last_read()));
