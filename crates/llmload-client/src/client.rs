@@ -431,6 +431,15 @@ impl Client {
                     if let Some(t) = we.first_write {
                         p.rec.t_dispatch = secs(epoch, t.max(t_try));
                     }
+                    // A server may answer before it read the whole request (413, 431) and
+                    // close: when its answer is already here, report it (never retry).
+                    if we.written > 0
+                        && let Ok(Ok(head)) =
+                            tokio::time::timeout(Duration::from_millis(100), conn.read_head()).await
+                    {
+                        self.read_response(p, conn, head, epoch).await;
+                        return;
+                    }
                     // Nothing was read yet (the response is read only after the whole request
                     // is written), so the server cannot have answered: a stale keep-alive
                     // connection. Retry on another one.

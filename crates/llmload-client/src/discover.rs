@@ -81,17 +81,18 @@ async fn get(url: &url::Url, t: &Target<'_>) -> Result<(u16, Vec<u8>), ClientErr
                 url: u.clone(),
                 detail: format!("sending the request failed: {}", e.error),
             })?;
-        let resp = conn.read_head().await.map_err(|e| match e {
-            HttpError::Malformed(m) => ClientError::NotOpenAi {
+        let resp = conn
+            .read_head()
+            .await
+            .map_err(|e| ClientError::Unreachable {
                 url: u.clone(),
-                status: 0,
-                body: m,
-            },
-            e => ClientError::Unreachable {
-                url: u.clone(),
-                detail: format!("the connection failed: {e}"),
-            },
-        })?;
+                detail: match e {
+                    HttpError::Malformed(m) => {
+                        format!("the answer is not HTTP/1.1 (is it an https:// port?): {m}")
+                    }
+                    e => format!("the connection failed: {e}"),
+                },
+            })?;
         let mut body = Body::new(&resp);
         let mut scratch = Vec::new();
         let (bytes, _) = body

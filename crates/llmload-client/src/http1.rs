@@ -95,8 +95,6 @@ pub(crate) struct Conn<S = TcpStream> {
     io: S,
     buf: Vec<u8>,
     pos: usize,
-    /// Requests completed on it.
-    pub uses: u32,
     /// Response bytes read during the current exchange.
     pub read_bytes: u64,
     /// When the latest read returned.
@@ -111,7 +109,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             io,
             buf: Vec::with_capacity(READ_BUF),
             pos: 0,
-            uses: 0,
             read_bytes: 0,
             last_read: Instant::now(),
             eof: false,
@@ -173,9 +170,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 Poll::Pending => Poll::Pending,
             }
         })
-        .await
-        .map_err(HttpError::Io)?;
+        .await;
+        // The stamp of the read, or of the moment its failure was seen.
         self.last_read = Instant::now();
+        let n = n.map_err(HttpError::Io)?;
         self.read_bytes += n as u64;
         if n == 0 {
             self.eof = true;
@@ -183,7 +181,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         Ok(n)
     }
 
-    /// When the latest read returned (the connection's creation before any read).
+    /// When the latest read returned (or failed); the start of the exchange before any read.
     pub(crate) fn last_read(&self) -> Instant {
         self.last_read
     }
@@ -191,6 +189,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     /// Start of an exchange.
     pub(crate) fn begin(&mut self) {
         self.read_bytes = 0;
+        self.last_read = Instant::now();
     }
 
     /// Write all of `parts` (one vectored write when the socket takes it all). Returns the
@@ -296,7 +295,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         }
         self.buf.clear();
         self.pos = 0;
-        self.uses += 1;
     }
 }
 

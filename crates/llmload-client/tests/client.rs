@@ -1000,3 +1000,59 @@ async fn reserved_headers_are_refused() {
     let e = Client::new(c, None).unwrap_err().to_string();
     assert!(e.contains("--header `Content-Length`"), "{e}");
 }
+
+#[tokio::test]
+async fn an_answer_sent_before_the_body_was_read_is_reported() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // A server that refuses large bodies after reading the head only (413, then close with
+    // the body unread: the kernel resets the connection, so our write fails).
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut tmp = [0u8; 4096];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match sock.read(&mut tmp).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&tmp[..n]),
+                    }
+                }
+                let body =
+                    "{\"object\":\"error\",\"message\":\"request body too large\",\"code\":413}";
+                let _ = sock
+                    .write_all(
+                        format!(
+                            "HTTP/1.1 413 Payload Too Large\r\nContent-Type: application/json\r\n\
+                             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                            body.len()
+                        )
+                        .as_bytes(),
+                    )
+                    .await;
+            });
+        }
+    });
+    let c = ClientConfig::new(
+        url::Url::parse(&format!("http://{addr}")).unwrap(),
+        "test-model",
+    );
+    let client = Client::new(c, None).unwrap();
+    let prompt = "x".repeat(16 << 20);
+    let o = client
+        .send(
+            &RequestSpec::text(prompt, None, Some(4)),
+            Instant::now(),
+            &CancellationToken::new(),
+        )
+        .await
+        .record;
+    assert_eq!(o.retries, 0);
+    assert_eq!(o.error, Some(ErrorClass::Http4xx), "{:?}", o.error_message);
+    assert_eq!(o.status, Some(413));
+    assert!(
+        o.error_message.unwrap().contains("request body too large"),
+        "the server's message is kept"
+    );
+}
