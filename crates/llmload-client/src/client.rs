@@ -10,7 +10,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use llmload_core::{ErrorClass, RequestRecord, RequestSpec, TokenCounter, TokenSource};
 use tokio_util::sync::CancellationToken;
 
-use crate::body::BodyTemplate;
+use crate::body::{BodyTemplate, RequestBody};
 use crate::config::{ClientConfig, is_secret_header};
 use crate::conn::Pool;
 use crate::error::{ClientError, rejected_field_hint, scrub, snippet};
@@ -282,8 +282,7 @@ impl Client {
                 "cancelled before dispatch".into(),
             ));
         } else {
-            let mut body = Vec::new();
-            inner.body.build_into(spec, &mut body);
+            let body = inner.body.build(spec);
             let deadline = inner.cfg.request_timeout.map(|d| start + d);
             let ended = {
                 let exchange = self.exchange(&mut p, &body, epoch);
@@ -393,7 +392,7 @@ impl Client {
     }
 
     /// Send (with stale keep-alive retries) and read the response into `p`.
-    async fn exchange(&self, p: &mut Progress, body: &[u8], epoch: Instant) {
+    async fn exchange(&self, p: &mut Progress, body: &RequestBody, epoch: Instant) {
         let inner = &*self.inner;
         let mut cl_buf = [0u8; 32];
         let cl = content_length_line(&mut cl_buf, body.len());
@@ -420,12 +419,28 @@ impl Client {
             conn.begin();
             let t_try = Instant::now();
             p.rec.t_dispatch = secs(epoch, t_try);
-            let mut parts = [
-                IoSlice::new(&inner.head),
-                IoSlice::new(cl),
-                IoSlice::new(body),
-            ];
-            match conn.write_request(&mut parts).await {
+            // Head, length and body in one vectored write (a text body is one segment; image
+            // URLs are shared segments).
+            let mut three;
+            let mut many;
+            let parts: &mut [IoSlice<'_>] = if body.segment_count() == 1 {
+                three = [
+                    IoSlice::new(&inner.head),
+                    IoSlice::new(cl),
+                    IoSlice::new(&[]),
+                ];
+                if let Some(seg) = body.segments().next() {
+                    three[2] = IoSlice::new(seg);
+                }
+                &mut three
+            } else {
+                many = Vec::with_capacity(2 + body.segment_count());
+                many.push(IoSlice::new(&inner.head));
+                many.push(IoSlice::new(cl));
+                many.extend(body.segments().map(|s| IoSlice::new(s)));
+                &mut many
+            };
+            match conn.write_request(parts).await {
                 Ok(t) => p.rec.t_dispatch = secs(epoch, t.max(t_try)),
                 Err(we) => {
                     if let Some(t) = we.first_write {
