@@ -392,7 +392,7 @@ mod tests {
         assert_eq!(segs[3].as_ptr(), urls[1].as_ptr());
         // Sharing holds the URL alive, not a copy of it.
         assert_eq!(Arc::strong_count(urls[0]), 2);
-        // The frames hyper sends are the same bytes; a clone (retry) sends them again.
+        // The segments written are the same bytes; a clone (retry) sends them again.
         let again = body.clone();
         let sent: Vec<u8> = frames(body).concat();
         assert_eq!(sent, expected.as_bytes());
