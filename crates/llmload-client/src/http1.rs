@@ -323,7 +323,12 @@ enum Parsed {
 fn parse_head(buf: &[u8]) -> Result<Option<(usize, Parsed)>, HttpError> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut resp = httparse::Response::new(&mut headers);
-    let len = match resp.parse(buf) {
+    // Lenient where old servers are sloppy and nothing is ambiguous: `Name : value` and
+    // folded (multi-line) header values.
+    let mut cfg = httparse::ParserConfig::default();
+    cfg.allow_spaces_after_header_name_in_responses(true)
+        .allow_obsolete_multiline_headers_in_responses(true);
+    let len = match cfg.parse_response(&mut resp, buf) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(httparse::Error::TooManyHeaders) => {
@@ -899,6 +904,16 @@ mod tests {
         assert_eq!(
             (h.framing, &b[..], reuse),
             (Framing::Chunked, &b"x"[..], false)
+        );
+    }
+
+    #[test]
+    fn sloppy_but_unambiguous_heads_are_accepted() {
+        let r = b"HTTP/1.1 200 OK\r\nContent-Length : 2\r\nX-Folded: a\r\n b\r\n\r\nok";
+        let (h, b, reuse) = read_one(vec![r.to_vec()]).unwrap();
+        assert_eq!(
+            (h.framing, &b[..], reuse),
+            (Framing::Length(2), &b"ok"[..], true)
         );
     }
 
