@@ -4,6 +4,7 @@
 #
 #   bench/peers/cpu.sh                     # 3 rounds, 5,000 and 500 requests, concurrency 64
 #   ROUNDS=1 N=2000 N0=200 bench/peers/cpu.sh
+#   TOOLS="llmload guidellm" bench/peers/cpu.sh   # choose the clients (default: all installed)
 #
 # Each client runs as its own process tree under `perf stat -e task-clock` (CPU time of the
 # process and of every descendant, whether or not it was waited for: GuideLLM's and aiperf's
@@ -125,8 +126,12 @@ measure() {
   [[ $rc -eq 0 ]] || echo "warning: $tool exited with $rc (see $dir/log.txt)" >&2
 }
 
-TOOLS=(llmload guidellm)
-[[ $HAVE_AIPERF -eq 1 ]] && TOOLS+=(aiperf)
+if [[ -n "${TOOLS:-}" ]]; then
+  read -r -a TOOLS <<< "$TOOLS"            # e.g. TOOLS="llmload guidellm"
+else
+  TOOLS=(llmload guidellm)
+  [[ $HAVE_AIPERF -eq 1 ]] && TOOLS+=(aiperf)
+fi
 printf "round\ttool\trequests\tcpu_s\tuser_s\tsys_s\twall_s\tserver_cpu_s\tload1\n" > "$OUT/runs.tsv"
 echo "machine: $(nproc) CPUs; load average $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "llmload: $("$LLMLOAD" --version 2>/dev/null || echo '?')"
