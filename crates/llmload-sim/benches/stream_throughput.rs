@@ -113,6 +113,39 @@ async fn client(addr: std::net::SocketAddr, streams: usize, tokens: u32) {
     );
 }
 
+/// CPU seconds (user + system) of this process and, when `thread` is given, of its thread with
+/// that name, from /proc (Linux; None elsewhere). Clock ticks are taken as 100 per second.
+fn cpu_seconds(thread: Option<&str>) -> (Option<f64>, Option<f64>) {
+    fn ticks(stat: &str) -> Option<f64> {
+        let rest = &stat[stat.rfind(')')? + 2..];
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let u: f64 = f.get(11)?.parse().ok()?;
+        let s: f64 = f.get(12)?.parse().ok()?;
+        Some((u + s) / 100.0)
+    }
+    let own = std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| ticks(&s));
+    let mut th = None;
+    if let (Some(name), Ok(dir)) = (thread, std::fs::read_dir("/proc/self/task")) {
+        for e in dir.flatten() {
+            let comm = std::fs::read_to_string(e.path().join("comm")).unwrap_or_default();
+            if name.starts_with(comm.trim()) && !comm.trim().is_empty() {
+                th = std::fs::read_to_string(e.path().join("stat"))
+                    .ok()
+                    .and_then(|s| ticks(&s));
+            }
+        }
+    }
+    (own, th)
+}
+
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "n/a".into())
+}
+
 fn main() {
     let streams = arg(1, 10_000.0) as usize;
     let tokens = arg(2, 200.0) as u32;
@@ -130,6 +163,9 @@ fn main() {
     if let Ok(addr) = std::env::var("LLMLOAD_SIM_BENCH_CLIENT") {
         let addr = addr.parse().expect("address from the parent");
         rt.block_on(client(addr, streams, tokens));
+        if let (Some(cpu), _) = cpu_seconds(None) {
+            println!("client: {cpu:.2} CPU seconds");
+        }
         return;
     }
     rt.block_on(async move {
@@ -141,6 +177,8 @@ fn main() {
         p.model.max_model_len = 8192;
         let cfg = SimConfig { profile: p, speedup, seed: 1, api_servers: Some(8), ..SimConfig::default() };
         let h = spawn(cfg).await.expect("spawn simulator");
+        println!("load average before: {}", load_average());
+        let (cpu0, eng0) = cpu_seconds(Some("llmload-sim-engine"));
         let exe = std::env::current_exe().expect("own executable");
         let mut child = tokio::process::Command::new(exe)
             .args(std::env::args().skip(1))
@@ -148,17 +186,33 @@ fn main() {
             .spawn()
             .expect("start the client process");
         let st = child.wait().await.expect("client process");
+        let (cpu1, eng1) = cpu_seconds(Some("llmload-sim-engine"));
         let clock = h.clock_stats();
         let c = h.counters();
+        let diff = |a: Option<f64>, b: Option<f64>| match (a, b) {
+            (Some(a), Some(b)) => format!("{:.2}", b - a),
+            _ => "n/a".into(),
+        };
         println!(
-            "server: speedup {speedup}, client exit {st}; engine steps {}, {:.0} tokens/step, {} tokens generated; \
-             step clock: {} events checked, mean {:.3} ms, max {:.3} ms late",
+            "server: speedup {speedup}, client exit {st}; engine steps {}, {:.0} tokens/step, {} tokens generated, {} requests finished",
             c.steps,
             c.generation_tokens as f64 / c.steps.max(1) as f64,
             c.generation_tokens,
+            c.finished_length + c.finished_stop,
+        );
+        println!(
+            "server: {} CPU seconds (engine thread {}); load average after: {}",
+            diff(cpu0, cpu1),
+            diff(eng0, eng1),
+            load_average()
+        );
+        println!(
+            "step clock lateness: {} samples, mean {:.3} ms, p99 {:.3} ms, max {:.3} ms, {} over 1 ms",
             clock.wakeups,
             clock.mean_late_s * 1e3,
-            clock.max_late_s * 1e3
+            clock.p99_late_s * 1e3,
+            clock.max_late_s * 1e3,
+            clock.over_1ms
         );
         h.shutdown().await.ok();
     });

@@ -80,9 +80,34 @@ enum Job {
     Input(Box<EngineRequest>),
     Output {
         id: u64,
+        /// The request's [`Stream`] slot.
+        slot: u32,
         tokens: u32,
         finish: Option<FinishReason>,
     },
+}
+
+/// What the front end updates at every output event of a request, kept apart from
+/// [`ReqInfo`] in a dense slab (32 bytes a request) so that the per-token path touches one
+/// small, cache-resident entry instead of probing the request map.
+#[derive(Debug, Clone, Copy)]
+struct Stream {
+    /// The request's id; a slot whose request left holds [`FREE`] in `delivered`.
+    id: u64,
+    arrival: f64,
+    last_delivery: f64,
+    delivered: u32,
+    prompt_tokens: u32,
+}
+
+const FREE: u32 = u32::MAX;
+
+/// Where the next event comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    Worker(usize),
+    Latency,
+    Step,
 }
 
 #[derive(Debug, Default)]
@@ -94,11 +119,9 @@ struct Worker {
 #[derive(Debug)]
 struct ReqInfo {
     worker: usize,
-    arrival: f64,
-    prompt_tokens: u32,
+    /// Index of the request's [`Stream`] in `Sim::streams`.
+    slot: u32,
     max_tokens: u32,
-    delivered: u32,
-    last_delivery: f64,
     in_engine: bool,
     aborted: bool,
     /// Tokens held back while the first token's latency runs.
@@ -120,6 +143,8 @@ pub struct Sim {
     latency_q: VecDeque<(f64, u64)>,
     step_end: Option<f64>,
     reqs: IdMap<u64, ReqInfo>,
+    streams: Vec<Stream>,
+    free_slots: Vec<u32>,
     rng: ChaCha8Rng,
     out_len: LogNormal<f64>,
     metrics: EngineMetrics,
@@ -163,6 +188,8 @@ impl Sim {
             latency_q: VecDeque::new(),
             step_end: None,
             reqs: IdMap::default(),
+            streams: Vec::new(),
+            free_slots: Vec::new(),
             rng: ChaCha8Rng::seed_from_u64(seed),
             out_len,
             metrics: EngineMetrics::new(profile.model.max_model_len),
@@ -254,15 +281,29 @@ impl Sim {
             + self.fe.per_image_pixel * r.image_pixels as f64;
         self.metrics.mm_cache_queries += r.images as u64;
         self.metrics.mm_cache_hits += r.images_cached as u64;
-        self.reqs.insert(
+        let stream = Stream {
+            id: r.id,
+            arrival: self.now,
+            last_delivery: 0.0,
+            delivered: 0,
+            prompt_tokens: r.prompt_tokens,
+        };
+        let slot = match self.free_slots.pop() {
+            Some(i) => {
+                self.streams[i as usize] = stream;
+                i
+            }
+            None => {
+                self.streams.push(stream);
+                (self.streams.len() - 1) as u32
+            }
+        };
+        if let Some(old) = self.reqs.insert(
             r.id,
             ReqInfo {
                 worker: w,
-                arrival: self.now,
-                prompt_tokens: r.prompt_tokens,
+                slot,
                 max_tokens: r.max_tokens,
-                delivered: 0,
-                last_delivery: 0.0,
                 in_engine: false,
                 aborted: false,
                 in_latency: false,
@@ -270,7 +311,10 @@ impl Sim {
                 pending_finish: None,
                 first_engine_t: 0.0,
             },
-        );
+        ) {
+            // a reused id replaces the earlier request's bookkeeping
+            self.free_slot(old.slot);
+        }
         let req = EngineRequest {
             id: r.id,
             prompt_tokens: r.prompt_tokens,
@@ -294,7 +338,7 @@ impl Sim {
             return;
         };
         if info.in_engine {
-            self.reqs.remove(&id);
+            self.remove_req(id);
             if let Some(f) = self.engine.abort(id) {
                 self.record_finished(&f, self.now, self.now);
             }
@@ -305,29 +349,41 @@ impl Sim {
 
     /// Time of the next internal event, if any.
     pub fn next_event_time(&self) -> Option<f64> {
-        let mut t = self.step_end;
-        let mut consider = |x: f64| {
-            t = Some(t.map_or(x, |y: f64| y.min(x)));
-        };
-        for w in &self.workers {
-            if let Some((x, _)) = w.queue.front() {
-                consider(*x);
+        self.next_source().map(|(_, t)| t)
+    }
+
+    /// The source of the next event and its time. Among simultaneous events the front-end
+    /// workers come first (in index order), then the first-token latency, then the step.
+    fn next_source(&self) -> Option<(Source, f64)> {
+        let mut best: Option<(Source, f64)> = None;
+        for (i, w) in self.workers.iter().enumerate() {
+            if let Some((x, _)) = w.queue.front()
+                && best.is_none_or(|(_, y)| *x < y)
+            {
+                best = Some((Source::Worker(i), *x));
             }
         }
-        if let Some((x, _)) = self.latency_q.front() {
-            consider(*x);
+        if let Some((x, _)) = self.latency_q.front()
+            && best.is_none_or(|(_, y)| *x < y)
+        {
+            best = Some((Source::Latency, *x));
         }
-        t
+        if let Some(x) = self.step_end
+            && best.is_none_or(|(_, y)| x < y)
+        {
+            best = Some((Source::Step, x));
+        }
+        best
     }
 
     /// Processes every event up to and including time `t`, then sets the clock to `t`.
     pub fn advance_to(&mut self, t: f64) {
-        while let Some(te) = self.next_event_time() {
+        while let Some((src, te)) = self.next_source() {
             if te > t {
                 break;
             }
             self.now = self.now.max(te);
-            self.process_one(te);
+            self.process_one(src, te);
         }
         self.now = self.now.max(t);
     }
@@ -339,32 +395,48 @@ impl Sim {
         }
     }
 
-    fn process_one(&mut self, te: f64) {
-        // fixed priority among simultaneous events: front-end workers, then latency, then step
-        for wi in 0..self.workers.len() {
-            if matches!(self.workers[wi].queue.front(), Some((x, _)) if *x <= te) {
-                let (_, job) = self.workers[wi].queue.pop_front().expect("front checked");
-                self.run_job(job, te);
-                return;
+    fn process_one(&mut self, src: Source, te: f64) {
+        match src {
+            Source::Worker(wi) => {
+                if let Some((_, job)) = self.workers[wi].queue.pop_front() {
+                    self.run_job(job, te);
+                }
+            }
+            Source::Latency => {
+                let Some((_, id)) = self.latency_q.pop_front() else {
+                    return;
+                };
+                if let Some(info) = self.reqs.get_mut(&id) {
+                    info.in_latency = false;
+                    let (tokens, finish) = (
+                        std::mem::take(&mut info.pending),
+                        info.pending_finish.take(),
+                    );
+                    let (w, slot) = (info.worker, info.slot);
+                    self.enqueue_output(w, id, slot, tokens, finish, te, true);
+                }
+            }
+            Source::Step => {
+                self.step_end = None;
+                self.finish_step(te);
+                self.maybe_start_step(te);
             }
         }
-        if matches!(self.latency_q.front(), Some((x, _)) if *x <= te) {
-            let (_, id) = self.latency_q.pop_front().expect("front checked");
-            if let Some(info) = self.reqs.get_mut(&id) {
-                info.in_latency = false;
-                let (tokens, finish) = (
-                    std::mem::take(&mut info.pending),
-                    info.pending_finish.take(),
-                );
-                let w = info.worker;
-                self.enqueue_output(w, id, tokens, finish, te, true);
-            }
-            return;
+    }
+
+    /// Forgets a request (its stream slot becomes free).
+    fn remove_req(&mut self, id: u64) {
+        if let Some(info) = self.reqs.remove(&id) {
+            self.free_slot(info.slot);
         }
-        if matches!(self.step_end, Some(x) if x <= te) {
-            self.step_end = None;
-            self.finish_step(te);
-            self.maybe_start_step(te);
+    }
+
+    fn free_slot(&mut self, slot: u32) {
+        if let Some(s) = self.streams.get_mut(slot as usize)
+            && s.delivered != FREE
+        {
+            s.delivered = FREE;
+            self.free_slots.push(slot);
         }
     }
 
@@ -372,6 +444,7 @@ impl Sim {
         &mut self,
         w: usize,
         id: u64,
+        slot: u32,
         tokens: u32,
         finish: Option<FinishReason>,
         t: f64,
@@ -386,7 +459,15 @@ impl Sim {
         let done = wk.busy_until.max(t) + cost;
         wk.busy_until = done;
         wk.queue
-            .push_back((done, Job::Output { id, tokens, finish }));
+            .push_back((
+                done,
+                Job::Output {
+                    id,
+                    slot,
+                    tokens,
+                    finish,
+                },
+            ));
     }
 
     fn run_job(&mut self, job: Job, t: f64) {
@@ -397,15 +478,25 @@ impl Sim {
                     return;
                 };
                 if info.aborted {
-                    self.reqs.remove(&id);
+                    self.remove_req(id);
                     return;
                 }
                 info.in_engine = true;
                 self.engine.add(*req, t);
                 self.maybe_start_step(t);
             }
-            Job::Output { id, tokens, finish } => {
-                let Some(info) = self.reqs.get_mut(&id) else {
+            Job::Output {
+                id,
+                slot,
+                tokens,
+                finish,
+            } => {
+                // a request that left (aborted) has a free or reused slot: skip its events
+                let Some(info) = self
+                    .streams
+                    .get_mut(slot as usize)
+                    .filter(|s| s.id == id && s.delivered != FREE)
+                else {
                     return;
                 };
                 if info.delivered == 0 {
@@ -426,8 +517,9 @@ impl Sim {
                     t,
                 };
                 if finish.is_some() {
-                    self.metrics.e2e_request_latency.observe(t - info.arrival);
-                    self.reqs.remove(&id);
+                    let arrival = info.arrival;
+                    self.metrics.e2e_request_latency.observe(t - arrival);
+                    self.remove_req(id);
                 }
                 self.deliveries.push(d);
             }
@@ -463,7 +555,7 @@ impl Sim {
             let Some(info) = self.reqs.get_mut(&o.id) else {
                 continue;
             };
-            let w = info.worker;
+            let (w, slot) = (info.worker, info.slot);
             let finish = o.finished.as_ref().map(|f| f.reason);
             let mut direct = false;
             if o.first {
@@ -481,7 +573,7 @@ impl Sim {
             }
             let (first_t, max_tokens) = (info.first_engine_t, info.max_tokens);
             if direct {
-                self.enqueue_output(w, o.id, 1, finish, t, false);
+                self.enqueue_output(w, o.id, slot, 1, finish, t, false);
             }
             if let Some(f) = &o.finished {
                 self.metrics
