@@ -437,6 +437,9 @@ impl Drop for Runtime {
     }
 }
 
+/// Commands (submits, aborts) handled per lock hold before the clock advances again.
+const COMMAND_BATCH: usize = 64;
+
 struct EngineLoop {
     sinks: crate::engine::IdMap<u64, Arc<Mailbox>>,
     buf: Vec<Delivery>,
@@ -548,8 +551,11 @@ impl EngineLoop {
             }
             let mut s = lock(&sim);
             s.advance_to(vnow());
+            // a bounded batch per lock hold: a burst of arrivals must not stop the clock
             let mut cmd = first;
+            let mut batch = 0;
             while let Some(c) = cmd {
+                batch += 1;
                 match c {
                     Cmd::Submit(r, mb) => {
                         self.sinks.insert(r.id, mb);
@@ -561,7 +567,11 @@ impl EngineLoop {
                     }
                     Cmd::Shutdown => return,
                 }
-                cmd = rx.try_recv().ok();
+                cmd = if batch < COMMAND_BATCH {
+                    rx.try_recv().ok()
+                } else {
+                    None
+                };
             }
             s.drain_deliveries(&mut self.buf);
             drop(s);

@@ -78,29 +78,60 @@ pub struct FrontendCostsS {
 #[derive(Debug)]
 enum Job {
     Input(Box<EngineRequest>),
-    Output {
-        id: u64,
-        /// The request's [`Stream`] slot.
-        slot: u32,
-        tokens: u32,
-        finish: Option<FinishReason>,
-    },
+    Output(OutputEvent),
 }
 
-/// What the front end updates at every output event of a request, kept apart from
-/// [`ReqInfo`] in a dense slab (32 bytes a request) so that the per-token path touches one
-/// small, cache-resident entry instead of probing the request map.
+/// An output event on a front-end worker's queue. Each worker is a FIFO and a request's events
+/// all go through its one worker, so everything the event records when it completes (tokens so
+/// far, the gap since the previous event, the time since arrival) is known when it is queued:
+/// the per-token path at completion touches no per-request state but a generation check.
 #[derive(Debug, Clone, Copy)]
-struct Stream {
-    /// The request's id; a slot whose request left holds [`FREE`] in `delivered`.
+struct OutputEvent {
     id: u64,
-    arrival: f64,
-    last_delivery: f64,
-    delivered: u32,
+    /// The request's slot and its generation when queued (a request that left bumped it).
+    slot: u32,
+    generation: u32,
+    tokens: u32,
+    completion_tokens: u32,
     prompt_tokens: u32,
+    /// The request's first output event (records TTFT, not ITL).
+    first: bool,
+    finish: Option<FinishReason>,
+    /// Completion time minus the previous event's completion time (ITL).
+    gap: f64,
+    /// Completion time minus arrival (TTFT for the first event, e2e latency for the last).
+    since_arrival: f64,
 }
 
-const FREE: u32 = u32::MAX;
+/// Queues an output event of request `id` on its front-end worker: it completes `cost` after
+/// the later of `t` and the worker's earlier work.
+fn enqueue_output(
+    wk: &mut Worker,
+    info: &mut ReqInfo,
+    id: u64,
+    tokens: u32,
+    finish: Option<FinishReason>,
+    t: f64,
+    cost: f64,
+) {
+    let done = wk.busy_until.max(t) + cost;
+    wk.busy_until = done;
+    let ev = OutputEvent {
+        id,
+        slot: info.slot,
+        generation: info.generation,
+        tokens,
+        completion_tokens: info.queued_tokens + tokens,
+        prompt_tokens: info.prompt_tokens,
+        first: info.queued_tokens == 0,
+        finish,
+        gap: done - info.last_done,
+        since_arrival: done - info.arrival,
+    };
+    info.queued_tokens += tokens;
+    info.last_done = done;
+    wk.queue.push_back((done, Job::Output(ev)));
+}
 
 /// Where the next event comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -119,8 +150,14 @@ struct Worker {
 #[derive(Debug)]
 struct ReqInfo {
     worker: usize,
-    /// Index of the request's [`Stream`] in `Sim::streams`.
+    /// The request's slot in `Sim::slot_generation` and the slot's generation.
     slot: u32,
+    generation: u32,
+    arrival: f64,
+    prompt_tokens: u32,
+    /// Output tokens queued for delivery so far, and the completion time of the last of them.
+    queued_tokens: u32,
+    last_done: f64,
     max_tokens: u32,
     in_engine: bool,
     aborted: bool,
@@ -143,7 +180,9 @@ pub struct Sim {
     latency_q: VecDeque<(f64, u64)>,
     step_end: Option<f64>,
     reqs: IdMap<u64, ReqInfo>,
-    streams: Vec<Stream>,
+    /// Per slot, bumped when its request leaves: queued events of a request that left are
+    /// recognised by a stale generation.
+    slot_generation: Vec<u32>,
     free_slots: Vec<u32>,
     rng: ChaCha8Rng,
     out_len: LogNormal<f64>,
@@ -188,7 +227,7 @@ impl Sim {
             latency_q: VecDeque::new(),
             step_end: None,
             reqs: IdMap::default(),
-            streams: Vec::new(),
+            slot_generation: Vec::new(),
             free_slots: Vec::new(),
             rng: ChaCha8Rng::seed_from_u64(seed),
             out_len,
@@ -281,28 +320,24 @@ impl Sim {
             + self.fe.per_image_pixel * r.image_pixels as f64;
         self.metrics.mm_cache_queries += r.images as u64;
         self.metrics.mm_cache_hits += r.images_cached as u64;
-        let stream = Stream {
-            id: r.id,
-            arrival: self.now,
-            last_delivery: 0.0,
-            delivered: 0,
-            prompt_tokens: r.prompt_tokens,
-        };
         let slot = match self.free_slots.pop() {
-            Some(i) => {
-                self.streams[i as usize] = stream;
-                i
-            }
+            Some(i) => i,
             None => {
-                self.streams.push(stream);
-                (self.streams.len() - 1) as u32
+                self.slot_generation.push(0);
+                (self.slot_generation.len() - 1) as u32
             }
         };
+        let generation = self.slot_generation[slot as usize];
         if let Some(old) = self.reqs.insert(
             r.id,
             ReqInfo {
                 worker: w,
                 slot,
+                generation,
+                arrival: self.now,
+                prompt_tokens: r.prompt_tokens,
+                queued_tokens: 0,
+                last_done: 0.0,
                 max_tokens: r.max_tokens,
                 in_engine: false,
                 aborted: false,
@@ -313,7 +348,7 @@ impl Sim {
             },
         ) {
             // a reused id replaces the earlier request's bookkeeping
-            self.free_slot(old.slot);
+            self.free_slot(old.slot, old.generation);
         }
         let req = EngineRequest {
             id: r.id,
@@ -412,8 +447,8 @@ impl Sim {
                         std::mem::take(&mut info.pending),
                         info.pending_finish.take(),
                     );
-                    let (w, slot) = (info.worker, info.slot);
-                    self.enqueue_output(w, id, slot, tokens, finish, te, true);
+                    let cost = self.fe.per_first_output;
+                    enqueue_output(&mut self.workers[info.worker], info, id, tokens, finish, te, cost);
                 }
             }
             Source::Step => {
@@ -427,47 +462,17 @@ impl Sim {
     /// Forgets a request (its stream slot becomes free).
     fn remove_req(&mut self, id: u64) {
         if let Some(info) = self.reqs.remove(&id) {
-            self.free_slot(info.slot);
+            self.free_slot(info.slot, info.generation);
         }
     }
 
-    fn free_slot(&mut self, slot: u32) {
-        if let Some(s) = self.streams.get_mut(slot as usize)
-            && s.delivered != FREE
+    fn free_slot(&mut self, slot: u32, generation: u32) {
+        if let Some(g) = self.slot_generation.get_mut(slot as usize)
+            && *g == generation
         {
-            s.delivered = FREE;
+            *g = g.wrapping_add(1);
             self.free_slots.push(slot);
         }
-    }
-
-    fn enqueue_output(
-        &mut self,
-        w: usize,
-        id: u64,
-        slot: u32,
-        tokens: u32,
-        finish: Option<FinishReason>,
-        t: f64,
-        first: bool,
-    ) {
-        let cost = if first {
-            self.fe.per_first_output
-        } else {
-            self.fe.per_output_event
-        };
-        let wk = &mut self.workers[w];
-        let done = wk.busy_until.max(t) + cost;
-        wk.busy_until = done;
-        wk.queue
-            .push_back((
-                done,
-                Job::Output {
-                    id,
-                    slot,
-                    tokens,
-                    finish,
-                },
-            ));
     }
 
     fn run_job(&mut self, job: Job, t: f64) {
@@ -485,43 +490,28 @@ impl Sim {
                 self.engine.add(*req, t);
                 self.maybe_start_step(t);
             }
-            Job::Output {
-                id,
-                slot,
-                tokens,
-                finish,
-            } => {
-                // a request that left (aborted) has a free or reused slot: skip its events
-                let Some(info) = self
-                    .streams
-                    .get_mut(slot as usize)
-                    .filter(|s| s.id == id && s.delivered != FREE)
-                else {
+            Job::Output(ev) => {
+                // events of a request that left (aborted) are dropped
+                if self.slot_generation.get(ev.slot as usize) != Some(&ev.generation) {
                     return;
-                };
-                if info.delivered == 0 {
-                    self.metrics.time_to_first_token.observe(t - info.arrival);
+                }
+                if ev.first {
+                    self.metrics.time_to_first_token.observe(ev.since_arrival);
                 } else {
-                    self.metrics
-                        .inter_token_latency
-                        .observe(t - info.last_delivery);
+                    self.metrics.inter_token_latency.observe(ev.gap);
                 }
-                info.delivered += tokens;
-                info.last_delivery = t;
-                let d = Delivery {
-                    id,
-                    tokens,
-                    completion_tokens: info.delivered,
-                    prompt_tokens: info.prompt_tokens,
-                    finish,
+                self.deliveries.push(Delivery {
+                    id: ev.id,
+                    tokens: ev.tokens,
+                    completion_tokens: ev.completion_tokens,
+                    prompt_tokens: ev.prompt_tokens,
+                    finish: ev.finish,
                     t,
-                };
-                if finish.is_some() {
-                    let arrival = info.arrival;
-                    self.metrics.e2e_request_latency.observe(t - arrival);
-                    self.remove_req(id);
+                });
+                if ev.finish.is_some() {
+                    self.metrics.e2e_request_latency.observe(ev.since_arrival);
+                    self.remove_req(ev.id);
                 }
-                self.deliveries.push(d);
             }
         }
     }
@@ -555,7 +545,7 @@ impl Sim {
             let Some(info) = self.reqs.get_mut(&o.id) else {
                 continue;
             };
-            let (w, slot) = (info.worker, info.slot);
+            let w = info.worker;
             let finish = o.finished.as_ref().map(|f| f.reason);
             let mut direct = false;
             if o.first {
@@ -571,10 +561,11 @@ impl Sim {
             } else {
                 direct = true;
             }
-            let (first_t, max_tokens) = (info.first_engine_t, info.max_tokens);
             if direct {
-                self.enqueue_output(w, o.id, slot, 1, finish, t, false);
+                let cost = self.fe.per_output_event;
+                enqueue_output(&mut self.workers[w], info, o.id, 1, finish, t, cost);
             }
+            let (first_t, max_tokens) = (info.first_engine_t, info.max_tokens);
             if let Some(f) = &o.finished {
                 self.metrics
                     .request_max_num_generation_tokens
