@@ -150,7 +150,8 @@ struct Worker {
 #[derive(Debug)]
 struct ReqInfo {
     worker: usize,
-    /// The request's slot in `Sim::slot_generation` and the slot's generation.
+    /// The request's slot (in `Sim::infos` and `Sim::slot_generation`) and the slot's
+    /// generation.
     slot: u32,
     generation: u32,
     arrival: f64,
@@ -179,7 +180,9 @@ pub struct Sim {
     next_worker: usize,
     latency_q: VecDeque<(f64, u64)>,
     step_end: Option<f64>,
-    reqs: IdMap<u64, ReqInfo>,
+    /// Request id -> slot in `infos` (a small map; the records live in a dense slab).
+    reqs: IdMap<u64, u32>,
+    infos: Vec<ReqInfo>,
     /// Per slot, bumped when its request leaves: queued events of a request that left are
     /// recognised by a stale generation.
     slot_generation: Vec<u32>,
@@ -227,6 +230,7 @@ impl Sim {
             latency_q: VecDeque::new(),
             step_end: None,
             reqs: IdMap::default(),
+            infos: Vec::new(),
             slot_generation: Vec::new(),
             free_slots: Vec::new(),
             rng: ChaCha8Rng::seed_from_u64(seed),
@@ -328,9 +332,7 @@ impl Sim {
             }
         };
         let generation = self.slot_generation[slot as usize];
-        if let Some(old) = self.reqs.insert(
-            r.id,
-            ReqInfo {
+        let info = ReqInfo {
                 worker: w,
                 slot,
                 generation,
@@ -345,10 +347,14 @@ impl Sim {
                 pending: 0,
                 pending_finish: None,
                 first_engine_t: 0.0,
-            },
-        ) {
+            };
+        match self.infos.get_mut(slot as usize) {
+            Some(x) => *x = info,
+            None => self.infos.push(info),
+        }
+        if let Some(old) = self.reqs.insert(r.id, slot) {
             // a reused id replaces the earlier request's bookkeeping
-            self.free_slot(old.slot, old.generation);
+            self.free_slot(old);
         }
         let req = EngineRequest {
             id: r.id,
@@ -369,9 +375,10 @@ impl Sim {
     /// The client went away: abort the request (counted as `finished_reason="abort"` once it
     /// reached the engine, as vLLM does).
     pub fn abort(&mut self, id: u64) {
-        let Some(info) = self.reqs.get_mut(&id) else {
+        let Some(&slot) = self.reqs.get(&id) else {
             return;
         };
+        let info = &mut self.infos[slot as usize];
         if info.in_engine {
             self.remove_req(id);
             if let Some(f) = self.engine.abort(id) {
@@ -441,7 +448,8 @@ impl Sim {
                 let Some((_, id)) = self.latency_q.pop_front() else {
                     return;
                 };
-                if let Some(info) = self.reqs.get_mut(&id) {
+                if let Some(&slot) = self.reqs.get(&id) {
+                    let info = &mut self.infos[slot as usize];
                     info.in_latency = false;
                     let (tokens, finish) = (
                         std::mem::take(&mut info.pending),
@@ -461,15 +469,13 @@ impl Sim {
 
     /// Forgets a request (its stream slot becomes free).
     fn remove_req(&mut self, id: u64) {
-        if let Some(info) = self.reqs.remove(&id) {
-            self.free_slot(info.slot, info.generation);
+        if let Some(slot) = self.reqs.remove(&id) {
+            self.free_slot(slot);
         }
     }
 
-    fn free_slot(&mut self, slot: u32, generation: u32) {
-        if let Some(g) = self.slot_generation.get_mut(slot as usize)
-            && *g == generation
-        {
+    fn free_slot(&mut self, slot: u32) {
+        if let Some(g) = self.slot_generation.get_mut(slot as usize) {
             *g = g.wrapping_add(1);
             self.free_slots.push(slot);
         }
@@ -479,9 +485,10 @@ impl Sim {
         match job {
             Job::Input(req) => {
                 let id = req.id;
-                let Some(info) = self.reqs.get_mut(&id) else {
+                let Some(&slot) = self.reqs.get(&id) else {
                     return;
                 };
+                let info = &mut self.infos[slot as usize];
                 if info.aborted {
                     self.remove_req(id);
                     return;
@@ -542,9 +549,10 @@ impl Sim {
         }
         self.metrics.generation_tokens += out.len() as u64;
         for o in out.iter() {
-            let Some(info) = self.reqs.get_mut(&o.id) else {
+            let Some(&slot) = self.reqs.get(&o.id) else {
                 continue;
             };
+            let info = &mut self.infos[slot as usize];
             let w = info.worker;
             let finish = o.finished.as_ref().map(|f| f.reason);
             let mut direct = false;
