@@ -13,6 +13,9 @@ use std::time::{Duration, Instant};
 use llmload_sim::{Profile, SimConfig, spawn};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+/// Connection set-ups in flight at once (below the listen backlog of 1,024).
+const CONNECTING: usize = 256;
+
 fn arg(i: usize, default: f64) -> f64 {
     std::env::args()
         .filter(|a| !a.starts_with('-'))
@@ -24,7 +27,14 @@ fn arg(i: usize, default: f64) -> f64 {
 async fn one_stream(
     addr: std::net::SocketAddr,
     body: &'static str,
+    connecting: std::sync::Arc<tokio::sync::Semaphore>,
 ) -> Result<(u64, u64, Duration), String> {
+    // at most CONNECTING connection set-ups at once: 10,000 simultaneous SYNs overflow the
+    // listen backlog and the dropped ones retry after 1 s and 3 s, which measures the kernel
+    let permit = connecting
+        .acquire_owned()
+        .await
+        .map_err(|e| e.to_string())?;
     let mut s = tokio::net::TcpStream::connect(addr)
         .await
         .map_err(|e| e.to_string())?;
@@ -36,6 +46,7 @@ async fn one_stream(
     s.write_all(req.as_bytes())
         .await
         .map_err(|e| e.to_string())?;
+    drop(permit);
     let mut buf = vec![0u8; 64 * 1024];
     let mut tail: Vec<u8> = Vec::with_capacity(8192);
     let mut bytes = 0u64;
@@ -80,8 +91,9 @@ async fn client(addr: std::net::SocketAddr, streams: usize, tokens: u32) {
     );
     let start = Instant::now();
     let mut set = tokio::task::JoinSet::new();
+    let connecting = std::sync::Arc::new(tokio::sync::Semaphore::new(CONNECTING));
     for _ in 0..streams {
-        set.spawn(one_stream(addr, body));
+        set.spawn(one_stream(addr, body, connecting.clone()));
     }
     let (mut total, mut bytes, mut errors, mut ok) = (0u64, 0u64, 0u64, 0u64);
     let mut ttfb = Vec::with_capacity(streams);
@@ -130,10 +142,13 @@ fn cpu_seconds(thread: Option<&str>) -> (Option<f64>, Option<f64>) {
     if let (Some(name), Ok(dir)) = (thread, std::fs::read_dir("/proc/self/task")) {
         for e in dir.flatten() {
             let comm = std::fs::read_to_string(e.path().join("comm")).unwrap_or_default();
-            if name.starts_with(comm.trim()) && !comm.trim().is_empty() {
-                th = std::fs::read_to_string(e.path().join("stat"))
+            if name.starts_with(comm.trim())
+                && !comm.trim().is_empty()
+                && let Some(t) = std::fs::read_to_string(e.path().join("stat"))
                     .ok()
-                    .and_then(|s| ticks(&s));
+                    .and_then(|s| ticks(&s))
+            {
+                th = Some(th.unwrap_or(0.0) + t);
             }
         }
     }
@@ -185,7 +200,29 @@ fn main() {
             .env("LLMLOAD_SIM_BENCH_CLIENT", h.addr.to_string())
             .spawn()
             .expect("start the client process");
-        let st = child.wait().await.expect("client process");
+        // where the worst lateness happens (start-up connection storm, steady state, ...)
+        let t0 = Instant::now();
+        let mut last_max = 0.0;
+        let st = loop {
+            if let Some(st) = child.try_wait().expect("client process") {
+                break st;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let c = h.clock_stats();
+            if c.max_late_s > last_max + 0.05 {
+                let (g, k) = (h.gauges(), h.counters());
+                println!(
+                    "  new max lateness {:.1} ms at {:.2} s ({} requests in the server, {} running, {} steps, {} tokens so far)",
+                    c.max_late_s * 1e3,
+                    t0.elapsed().as_secs_f64(),
+                    h.in_flight(),
+                    g.running,
+                    k.steps,
+                    k.generation_tokens
+                );
+                last_max = c.max_late_s;
+            }
+        };
         let (cpu1, eng1) = cpu_seconds(Some("llmload-sim-engine"));
         let clock = h.clock_stats();
         let c = h.counters();
@@ -213,6 +250,13 @@ fn main() {
             clock.p99_late_s * 1e3,
             clock.max_late_s * 1e3,
             clock.over_1ms
+        );
+        println!(
+            "engine thread sleeps: {}, woke after its deadline by mean {:.3} ms, p99 {:.3} ms, max {:.3} ms (the OS's share of the lateness)",
+            clock.sleeps,
+            clock.oversleep_mean_s * 1e3,
+            clock.oversleep_p99_s * 1e3,
+            clock.oversleep_max_s * 1e3
         );
         h.shutdown().await.ok();
     });

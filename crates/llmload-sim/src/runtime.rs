@@ -249,6 +249,14 @@ pub struct ClockStats {
     pub max_late_s: f64,
     /// Samples later than 1 ms.
     pub over_1ms: u64,
+    /// The operating system's share of the lateness: each time the engine thread slept until
+    /// its next deadline, how much later than the deadline it woke (timer slack, and waiting
+    /// for a CPU on a busy machine). Lateness well above this is the engine thread's own
+    /// backlog.
+    pub sleeps: u64,
+    pub oversleep_mean_s: f64,
+    pub oversleep_p99_s: f64,
+    pub oversleep_max_s: f64,
 }
 
 const LINEAR_US: u64 = 1024;
@@ -308,7 +316,7 @@ impl ClockAcc {
         self.buckets[late_bucket(us)] += 1;
     }
 
-    fn stats(&self) -> ClockStats {
+    fn p99(&self) -> f64 {
         let mut p99 = 0.0;
         if self.n > 0 {
             let rank = (self.n * 99).div_ceil(100).max(1);
@@ -321,16 +329,37 @@ impl ClockAcc {
                 }
             }
         }
+        p99
+    }
+
+    fn mean(&self) -> f64 {
+        if self.n == 0 {
+            0.0
+        } else {
+            self.sum / self.n as f64
+        }
+    }
+}
+
+#[derive(Default)]
+struct Clocks {
+    late: ClockAcc,
+    oversleep: ClockAcc,
+}
+
+impl Clocks {
+    fn stats(&self) -> ClockStats {
+        let (l, o) = (&self.late, &self.oversleep);
         ClockStats {
-            wakeups: self.n,
-            mean_late_s: if self.n == 0 {
-                0.0
-            } else {
-                self.sum / self.n as f64
-            },
-            p99_late_s: p99,
-            max_late_s: self.max,
-            over_1ms: self.over_1ms,
+            wakeups: l.n,
+            mean_late_s: l.mean(),
+            p99_late_s: l.p99(),
+            max_late_s: l.max,
+            over_1ms: l.over_1ms,
+            sleeps: o.n,
+            oversleep_mean_s: o.mean(),
+            oversleep_p99_s: o.p99(),
+            oversleep_max_s: o.max,
         }
     }
 }
@@ -341,7 +370,7 @@ impl ClockAcc {
 pub struct Runtime {
     tx: Mutex<Sender<Cmd>>,
     sim: Arc<Mutex<Sim>>,
-    clock: Arc<Mutex<ClockAcc>>,
+    clock: Arc<Mutex<Clocks>>,
     start: Instant,
     speedup: f64,
     thread: Mutex<Option<JoinHandle<()>>>,
@@ -357,7 +386,7 @@ impl Runtime {
     pub fn start(sim: Sim, speedup: f64) -> Arc<Self> {
         let (tx, rx) = channel();
         let sim = Arc::new(Mutex::new(sim));
-        let clock = Arc::new(Mutex::new(ClockAcc::default()));
+        let clock = Arc::new(Mutex::new(Clocks::default()));
         let start = Instant::now();
         let speedup = if speedup.is_finite() && speedup > 0.0 {
             speedup
@@ -506,7 +535,7 @@ impl EngineLoop {
         &mut self,
         rx: Receiver<Cmd>,
         sim: Arc<Mutex<Sim>>,
-        clock: Arc<Mutex<ClockAcc>>,
+        clock: Arc<Mutex<Clocks>>,
         start: Instant,
         speedup: f64,
     ) {
@@ -519,18 +548,16 @@ impl EngineLoop {
                 if let Some(d) = s.next_event_time()
                     && now >= d
                 {
-                    lock(&clock).record((now - d) / speedup);
+                    lock(&clock).late.record((now - d) / speedup);
                 }
                 s.advance_to(now);
                 s.drain_deliveries(&mut self.buf);
                 s.next_event_time()
             };
             self.publish(&sim);
-            let timeout = match next {
-                Some(t) => {
-                    let wall = start + Duration::from_secs_f64((t / speedup).max(0.0));
-                    wall.saturating_duration_since(Instant::now())
-                }
+            let deadline = next.map(|t| start + Duration::from_secs_f64((t / speedup).max(0.0)));
+            let timeout = match deadline {
+                Some(wall) => wall.saturating_duration_since(Instant::now()),
                 None => Duration::from_secs(3600),
             };
             let first = if timeout.is_zero() {
@@ -542,7 +569,13 @@ impl EngineLoop {
             } else {
                 match rx.recv_timeout(timeout) {
                     Ok(c) => Some(c),
-                    Err(RecvTimeoutError::Timeout) => None,
+                    Err(RecvTimeoutError::Timeout) => {
+                        if let Some(wall) = deadline {
+                            let over = Instant::now().saturating_duration_since(wall);
+                            lock(&clock).oversleep.record(over.as_secs_f64());
+                        }
+                        None
+                    }
                     Err(RecvTimeoutError::Disconnected) => return,
                 }
             };
@@ -658,7 +691,11 @@ mod tests {
         for i in 0..1000 {
             acc.record(if i < 990 { 0.000_1 } else { 0.05 });
         }
-        let s = acc.stats();
+        let s = Clocks {
+            late: acc,
+            oversleep: ClockAcc::default(),
+        }
+        .stats();
         assert_eq!(s.wakeups, 1000);
         assert!((s.p99_late_s - 0.000_101).abs() < 1e-9, "{s:?}");
         assert_eq!(s.over_1ms, 10);

@@ -1128,7 +1128,10 @@ mod tests {
             .rt
             .with_sim(|sim| sim.metrics().inter_token_latency.sum());
         let itl = itl_sum / (n as u64 - c0) as f64;
-        assert!(itl > 1e-3, "a real-time decode step takes milliseconds: {itl}");
+        assert!(
+            itl > 1e-3,
+            "a real-time decode step takes milliseconds: {itl}"
+        );
         // each event's offset from the first against the simulator's own cadence
         let mut errs: Vec<f64> = seen
             .iter()
@@ -1142,7 +1145,10 @@ mod tests {
         let max = errs[errs.len() - 1];
         // generous bounds for a loaded 2-core machine; a token held back until the next one
         // would be one ITL (several ms) late on every event
-        assert!(median < itl / 2.0 + 2e-3, "median error {median} s, ITL {itl} s");
+        assert!(
+            median < itl / 2.0 + 2e-3,
+            "median error {median} s, ITL {itl} s"
+        );
         assert!(max < 0.25, "max error {max} s, ITL {itl} s");
         assert!(
             seen.len() as u32 >= n / 2,

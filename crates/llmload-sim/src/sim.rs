@@ -333,21 +333,21 @@ impl Sim {
         };
         let generation = self.slot_generation[slot as usize];
         let info = ReqInfo {
-                worker: w,
-                slot,
-                generation,
-                arrival: self.now,
-                prompt_tokens: r.prompt_tokens,
-                queued_tokens: 0,
-                last_done: 0.0,
-                max_tokens: r.max_tokens,
-                in_engine: false,
-                aborted: false,
-                in_latency: false,
-                pending: 0,
-                pending_finish: None,
-                first_engine_t: 0.0,
-            };
+            worker: w,
+            slot,
+            generation,
+            arrival: self.now,
+            prompt_tokens: r.prompt_tokens,
+            queued_tokens: 0,
+            last_done: 0.0,
+            max_tokens: r.max_tokens,
+            in_engine: false,
+            aborted: false,
+            in_latency: false,
+            pending: 0,
+            pending_finish: None,
+            first_engine_t: 0.0,
+        };
         match self.infos.get_mut(slot as usize) {
             Some(x) => *x = info,
             None => self.infos.push(info),
@@ -456,7 +456,15 @@ impl Sim {
                         info.pending_finish.take(),
                     );
                     let cost = self.fe.per_first_output;
-                    enqueue_output(&mut self.workers[info.worker], info, id, tokens, finish, te, cost);
+                    enqueue_output(
+                        &mut self.workers[info.worker],
+                        info,
+                        id,
+                        tokens,
+                        finish,
+                        te,
+                        cost,
+                    );
                 }
             }
             Source::Step => {
