@@ -193,7 +193,15 @@ fn main() {
         let cfg = SimConfig { profile: p, speedup, seed: 1, api_servers: Some(8), ..SimConfig::default() };
         let h = spawn(cfg).await.expect("spawn simulator");
         println!("load average before: {}", load_average());
-        let (cpu0, eng0) = cpu_seconds(Some("llmload-sim-engine"));
+        // the engine thread names itself once it runs: wait for it
+        let (mut cpu0, mut eng0) = cpu_seconds(Some("llmload-sim-engine"));
+        for _ in 0..100 {
+            if eng0.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+            (cpu0, eng0) = cpu_seconds(Some("llmload-sim-engine"));
+        }
         let exe = std::env::current_exe().expect("own executable");
         let mut child = tokio::process::Command::new(exe)
             .args(std::env::args().skip(1))
