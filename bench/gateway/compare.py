@@ -55,7 +55,11 @@ def main():
     for name, dirs in groups.items():
         ttft, e2e, req, err, rps = [], [], [], 0, []
         for d in dirs:
-            recs, b = load(d)
+            try:
+                recs, b = load(d)
+            except OSError as e:
+                print(f"{name}: skipping {d}: {e}")
+                continue
             rps.append(b["throughput"]["requests_per_s"])
             for r in recs:
                 if not r.get("in_window", True):
@@ -80,7 +84,7 @@ def main():
         }
         rows[name] = row
         print(
-            f"{name:<10} {len(dirs):>6} {len(ttft):>6} {err:>4} {sum(rps) / len(rps):>6.0f}"
+            f"{name:<10} {len(dirs):>6} {len(ttft):>6} {err:>4} {sum(rps) / max(len(rps), 1):>6.0f}"
             + "".join(f" {row[k]:>9.3f}" for k in row)
         )
     if base in rows:
