@@ -1,6 +1,15 @@
 //! Request bodies. Everything that does not depend on the request (model, stream flags,
 //! `ignore_eos`, `--body-json`) is serialized once; per request only the prompt and
 //! `max_tokens` are written.
+//!
+//! Large image URLs (a 1024x1024 JPEG is a ~250 KB data URL) are not copied into the body: the
+//! body is a short list of segments, and such a URL is a segment that shares the workload's
+//! `Arc<str>` (written with vectored I/O). Only URLs that need JSON escaping (never a base64
+//! data URL) are copied, escaped.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use llmload_core::{ContentPart, Prompt, RequestSpec};
@@ -73,25 +82,30 @@ impl BodyTemplate {
     }
 
     /// The body of one request.
-    pub(crate) fn build(&self, spec: &RequestSpec) -> Bytes {
-        let mut buf: Vec<u8> = Vec::with_capacity(self.fixed.len() + prompt_len(&spec.prompt) + 64);
+    pub(crate) fn build(&self, spec: &RequestSpec) -> RequestBody {
+        let mut out = Segments {
+            buf: Vec::with_capacity(self.fixed.len() + prompt_len(&spec.prompt) + 64),
+            done: Vec::new(),
+        };
+        let buf = &mut out.buf;
         buf.push(b'{');
         if !self.prompt_overridden {
             match self.api {
                 Api::Chat => {
                     buf.extend_from_slice(b"\"messages\":");
-                    write_messages(&mut buf, &spec.prompt);
+                    write_messages(&mut out, &spec.prompt);
                 }
                 Api::Completions => {
                     buf.extend_from_slice(b"\"prompt\":");
                     match &spec.prompt {
-                        Prompt::Text(t) => write_str(&mut buf, t),
-                        p @ Prompt::Messages(_) => write_str(&mut buf, &p.as_completion_text()),
+                        Prompt::Text(t) => write_str(buf, t),
+                        p @ Prompt::Messages(_) => write_str(buf, &p.as_completion_text()),
                     }
                 }
             }
-            buf.push(b',');
+            out.buf.push(b',');
         }
+        let buf = &mut out.buf;
         if let (Some(n), false) = (spec.max_tokens, self.max_tokens_overridden) {
             buf.extend_from_slice(b"\"max_tokens\":");
             buf.extend_from_slice(n.to_string().as_bytes());
@@ -99,7 +113,151 @@ impl BodyTemplate {
         }
         buf.extend_from_slice(self.fixed.as_bytes());
         buf.push(b'}');
-        Bytes::from(buf)
+        out.finish()
+    }
+}
+
+/// URLs at least this long go into the body as a shared segment instead of a copy.
+const SHARE_MIN: usize = 4096;
+
+/// Builds a body: bytes written so far, plus finished segments before them.
+struct Segments {
+    buf: Vec<u8>,
+    done: Vec<Bytes>,
+}
+
+impl Segments {
+    /// A JSON string literal; a long one that needs no escaping becomes a shared segment.
+    fn write_url(&mut self, url: &Arc<str>) {
+        if url.len() < SHARE_MIN || !json_plain(url.as_bytes()) {
+            write_str(&mut self.buf, url);
+            return;
+        }
+        self.buf.push(b'"');
+        let written = std::mem::replace(&mut self.buf, Vec::with_capacity(256));
+        self.done.push(Bytes::from(written));
+        self.done
+            .push(Bytes::from_owner(SharedUrl(Arc::clone(url))));
+        self.buf.push(b'"');
+    }
+
+    fn finish(mut self) -> RequestBody {
+        let last = Bytes::from(self.buf);
+        if self.done.is_empty() {
+            return RequestBody::one(last);
+        }
+        self.done.push(last);
+        let len = self.done.iter().map(Bytes::len).sum();
+        RequestBody {
+            first: Bytes::new(),
+            rest: self.done,
+            next: 0,
+            len,
+        }
+    }
+}
+
+/// The bytes of a shared URL (owner of a body segment).
+struct SharedUrl(Arc<str>);
+
+impl AsRef<[u8]> for SharedUrl {
+    fn as_ref(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+}
+
+/// True when `s` is written verbatim inside a JSON string (serde_json escapes only `"`, `\\`
+/// and control characters below 0x20). Branch-free per block so that it vectorizes: base64
+/// data URLs of hundreds of KB are checked per request.
+fn json_plain(s: &[u8]) -> bool {
+    s.chunks(64).all(|block| {
+        block
+            .iter()
+            .fold(true, |ok, &b| ok & (b >= 0x20) & (b != b'"') & (b != b'\\'))
+    })
+}
+
+/// The body of one request: one buffer, or (when it carries large image URLs) a few segments
+/// that share those URLs with the workload. Cheap to clone (reference counts only). The wire
+/// bytes are the segments in order; [`RequestBody::to_bytes`] gives them in one buffer.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct RequestBody {
+    /// The only segment, when `rest` is empty (no per-request `Vec` for text requests).
+    first: Bytes,
+    rest: Vec<Bytes>,
+    /// Segments of `rest` already handed out as frames.
+    next: usize,
+    /// Bytes not yet handed out.
+    len: usize,
+}
+
+// `len`, `segments` and `to_bytes` are for writers other than hyper's (an in-task HTTP/1.1
+// writer sends the head and the segments in one vectored write) and for tests.
+#[allow(dead_code)]
+impl RequestBody {
+    fn one(b: Bytes) -> Self {
+        Self {
+            len: b.len(),
+            first: b,
+            rest: Vec::new(),
+            next: 0,
+        }
+    }
+
+    /// Body length in bytes (the Content-Length).
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// The segments, in wire order (empty segments possible).
+    pub(crate) fn segments(&self) -> impl Iterator<Item = &Bytes> {
+        std::iter::once(&self.first).chain(self.rest[self.next..].iter())
+    }
+
+    /// The whole body in one buffer (copies only when there are several segments).
+    pub(crate) fn to_bytes(&self) -> Bytes {
+        if self.rest.is_empty() {
+            return self.first.clone();
+        }
+        let mut v = Vec::with_capacity(self.len);
+        for s in self.segments() {
+            v.extend_from_slice(s);
+        }
+        Bytes::from(v)
+    }
+}
+
+impl http_body::Body for RequestBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        let this = self.get_mut();
+        loop {
+            let seg = if !this.first.is_empty() {
+                std::mem::take(&mut this.first)
+            } else if let Some(s) = this.rest.get_mut(this.next) {
+                this.next += 1;
+                std::mem::take(s)
+            } else {
+                return Poll::Ready(None);
+            };
+            if !seg.is_empty() {
+                this.len -= seg.len();
+                return Poll::Ready(Some(Ok(http_body::Frame::data(seg))));
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.len == 0
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::SizeHint::with_exact(self.len as u64)
     }
 }
 
@@ -113,6 +271,8 @@ fn prompt_len(p: &Prompt) -> usize {
                     .iter()
                     .map(|c| match c {
                         ContentPart::Text { text } => text.len() + 32,
+                        // A long URL becomes a shared segment, not part of this buffer.
+                        ContentPart::ImageUrl { url } if url.len() >= SHARE_MIN => 48,
                         ContentPart::ImageUrl { url } => url.len() + 48,
                     })
                     .sum::<usize>()
@@ -128,52 +288,53 @@ fn write_str(buf: &mut Vec<u8>, s: &str) {
     serde_json::to_writer(&mut *buf, s).expect("serializing a str into a Vec cannot fail");
 }
 
-fn write_messages(buf: &mut Vec<u8>, prompt: &Prompt) {
+fn write_messages(out: &mut Segments, prompt: &Prompt) {
     match prompt {
         Prompt::Text(t) => {
-            buf.extend_from_slice(b"[{\"role\":\"user\",\"content\":");
-            write_str(buf, t);
-            buf.extend_from_slice(b"}]");
+            out.buf
+                .extend_from_slice(b"[{\"role\":\"user\",\"content\":");
+            write_str(&mut out.buf, t);
+            out.buf.extend_from_slice(b"}]");
         }
         Prompt::Messages(msgs) => {
-            buf.push(b'[');
+            out.buf.push(b'[');
             for (i, m) in msgs.iter().enumerate() {
                 if i > 0 {
-                    buf.push(b',');
+                    out.buf.push(b',');
                 }
-                buf.extend_from_slice(b"{\"role\":");
-                write_str(buf, &m.role);
-                buf.extend_from_slice(b",\"content\":");
+                out.buf.extend_from_slice(b"{\"role\":");
+                write_str(&mut out.buf, &m.role);
+                out.buf.extend_from_slice(b",\"content\":");
                 match m.content.as_slice() {
                     // One text part goes as a plain string: every server takes that form.
-                    [ContentPart::Text { text }] => write_str(buf, text),
+                    [ContentPart::Text { text }] => write_str(&mut out.buf, text),
                     parts => {
-                        buf.push(b'[');
+                        out.buf.push(b'[');
                         for (j, p) in parts.iter().enumerate() {
                             if j > 0 {
-                                buf.push(b',');
+                                out.buf.push(b',');
                             }
                             match p {
                                 ContentPart::Text { text } => {
-                                    buf.extend_from_slice(b"{\"type\":\"text\",\"text\":");
-                                    write_str(buf, text);
-                                    buf.push(b'}');
+                                    out.buf.extend_from_slice(b"{\"type\":\"text\",\"text\":");
+                                    write_str(&mut out.buf, text);
+                                    out.buf.push(b'}');
                                 }
                                 ContentPart::ImageUrl { url } => {
-                                    buf.extend_from_slice(
+                                    out.buf.extend_from_slice(
                                         b"{\"type\":\"image_url\",\"image_url\":{\"url\":",
                                     );
-                                    write_str(buf, url);
-                                    buf.extend_from_slice(b"}}");
+                                    out.write_url(url);
+                                    out.buf.extend_from_slice(b"}}");
                                 }
                             }
                         }
-                        buf.push(b']');
+                        out.buf.push(b']');
                     }
                 }
-                buf.push(b'}');
+                out.buf.push(b'}');
             }
-            buf.push(b']');
+            out.buf.push(b']');
         }
     }
 }
@@ -190,8 +351,146 @@ mod tests {
         c
     }
 
-    fn parse(b: &Bytes) -> Value {
-        serde_json::from_slice(b).unwrap()
+    fn parse(b: &RequestBody) -> Value {
+        serde_json::from_slice(&b.to_bytes()).unwrap()
+    }
+
+    /// Hands out the frames as hyper would, checking the size hint on the way.
+    fn frames(mut b: RequestBody) -> Vec<Bytes> {
+        use http_body::Body;
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let mut out = Vec::new();
+        let mut left = b.len() as u64;
+        loop {
+            assert_eq!(b.size_hint().exact(), Some(left));
+            assert_eq!(b.is_end_stream(), left == 0);
+            match Pin::new(&mut b).poll_frame(&mut cx) {
+                Poll::Ready(Some(Ok(f))) => {
+                    let d = f.into_data().unwrap();
+                    assert!(!d.is_empty(), "no empty frames");
+                    left -= d.len() as u64;
+                    out.push(d);
+                }
+                Poll::Ready(None) => break,
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert_eq!(left, 0);
+        out
+    }
+
+    fn data_url(n: usize) -> String {
+        let mut u = String::from("data:image/jpeg;base64,");
+        let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        u.extend((0..n).map(|i| alphabet[(i * 7 + i / 64) % 64] as char));
+        u.push_str("==");
+        u
+    }
+
+    fn image_spec(urls: &[&str]) -> RequestSpec {
+        let mut spec = RequestSpec::text("", None, Some(8));
+        let mut content: Vec<ContentPart> =
+            urls.iter().map(|u| ContentPart::image_url(*u)).collect();
+        content.push(ContentPart::Text { text: "hi".into() });
+        spec.prompt = Prompt::Messages(vec![ChatMessage {
+            role: "user".into(),
+            content,
+        }]);
+        spec
+    }
+
+    #[test]
+    fn large_data_urls_are_shared_segments_and_the_bytes_are_unchanged() {
+        let t = BodyTemplate::new(&cfg(Api::Chat)).unwrap();
+        let (a, b) = (data_url(250_000), data_url(5_000));
+        let spec = image_spec(&[&a, &b]);
+        let body = t.build(&spec);
+        // Byte for byte what the copying writer produced: parts in order, no whitespace.
+        let expected = format!(
+            r#"{{"messages":[{{"role":"user","content":[{{"type":"image_url","image_url":{{"url":"{a}"}}}},{{"type":"image_url","image_url":{{"url":"{b}"}}}},{{"type":"text","text":"hi"}}]}}],"max_tokens":8,{}}}"#,
+            t.fixed
+        );
+        assert_eq!(body.to_bytes(), expected.as_bytes());
+        assert_eq!(body.len(), expected.len());
+        // Each URL is its own segment pointing at the workload's string: no copy.
+        let Prompt::Messages(m) = &spec.prompt else {
+            unreachable!()
+        };
+        let urls: Vec<&Arc<str>> = m[0]
+            .content
+            .iter()
+            .filter_map(|p| match p {
+                ContentPart::ImageUrl { url } => Some(url),
+                _ => None,
+            })
+            .collect();
+        let segs: Vec<&Bytes> = body.segments().filter(|s| !s.is_empty()).collect();
+        assert_eq!(segs.len(), 5, "text, url, text, url, text");
+        assert_eq!(segs[1].as_ptr(), urls[0].as_ptr());
+        assert_eq!(segs[3].as_ptr(), urls[1].as_ptr());
+        // Sharing holds the URL alive, not a copy of it.
+        assert_eq!(Arc::strong_count(urls[0]), 2);
+        // The frames hyper sends are the same bytes; a clone (retry) sends them again.
+        let again = body.clone();
+        let sent: Vec<u8> = frames(body).concat();
+        assert_eq!(sent, expected.as_bytes());
+        assert_eq!(frames(again).concat(), expected.as_bytes());
+        assert_eq!(
+            Arc::strong_count(urls[0]),
+            1,
+            "segments released after sending"
+        );
+    }
+
+    #[test]
+    fn short_or_escaped_urls_are_copied_and_escaped_like_serde_json() {
+        let t = BodyTemplate::new(&cfg(Api::Chat)).unwrap();
+        let mut odd = data_url(8_000);
+        odd.insert_str(100, "\"\\\n\u{1}é");
+        for url in [odd.as_str(), "https://example.com/a b.jpg"] {
+            let body = t.build(&image_spec(&[url]));
+            assert_eq!(body.segments().filter(|s| !s.is_empty()).count(), 1);
+            let v = parse(&body);
+            assert_eq!(v["messages"][0]["content"][0]["image_url"]["url"], url);
+            let text = String::from_utf8(body.to_bytes().to_vec()).unwrap();
+            assert!(text.contains(&serde_json::to_string(url).unwrap()));
+            assert_eq!(frames(body).concat(), text.as_bytes());
+        }
+    }
+
+    #[test]
+    fn text_bodies_are_one_segment() {
+        let t = BodyTemplate::new(&cfg(Api::Chat)).unwrap();
+        let body = t.build(&RequestSpec::text("hello", Some(1), Some(2)));
+        let f = frames(body.clone());
+        assert_eq!(f.len(), 1);
+        assert_eq!(f[0], body.to_bytes());
+    }
+
+    #[test]
+    fn json_plain_matches_serde_json_escaping() {
+        for b in 0u8..=255 {
+            let s = [b'a', b, b'z'];
+            let Ok(st) = std::str::from_utf8(&s) else {
+                continue;
+            };
+            let escaped = serde_json::to_string(st).unwrap();
+            assert_eq!(
+                json_plain(&s),
+                escaped.len() == st.len() + 2,
+                "byte {b:#04x}"
+            );
+        }
+        // Multi-byte UTF-8 is written verbatim by serde_json.
+        assert!(json_plain("é€😀".as_bytes()));
+        // A bad byte anywhere in a long input, including the tail of a block.
+        let mut long = vec![b'A'; 1000];
+        assert!(json_plain(&long));
+        for i in [0, 63, 64, 999] {
+            long[i] = b'"';
+            assert!(!json_plain(&long), "quote at {i}");
+            long[i] = b'A';
+        }
     }
 
     #[test]
@@ -218,9 +517,7 @@ mod tests {
                     ContentPart::Text {
                         text: "what is this".into(),
                     },
-                    ContentPart::ImageUrl {
-                        url: "data:image/png;base64,AAAA".into(),
-                    },
+                    ContentPart::image_url("data:image/png;base64,AAAA"),
                 ],
             },
         ]);

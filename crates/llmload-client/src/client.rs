@@ -4,16 +4,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use futures_util::FutureExt;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http_body::Body as _;
-use http_body_util::{BodyExt, Full};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use llmload_core::{ErrorClass, RequestRecord, RequestSpec, TokenCounter, TokenSource};
 use tokio_util::sync::CancellationToken;
 
-use crate::body::BodyTemplate;
+use crate::body::{BodyTemplate, RequestBody};
 use crate::config::{ClientConfig, is_secret_header};
 use crate::conn::{Conn, Pool, may_retry};
 use crate::error::{ClientError, rejected_field_hint, scrub, snippet};
@@ -382,8 +381,8 @@ impl Client {
         }
     }
 
-    fn request(&self, body: Bytes) -> http::Request<Full<Bytes>> {
-        let mut req = http::Request::new(Full::new(body));
+    fn request(&self, body: RequestBody) -> http::Request<RequestBody> {
+        let mut req = http::Request::new(body);
         *req.method_mut() = http::Method::POST;
         *req.uri_mut() = self.inner.uri.clone();
         *req.headers_mut() = self.inner.headers.clone();
@@ -391,7 +390,7 @@ impl Client {
     }
 
     /// Send (with stale keep-alive retries) and read the response into `p`.
-    async fn exchange(&self, p: &mut Progress, body: Bytes, epoch: Instant) {
+    async fn exchange(&self, p: &mut Progress, body: RequestBody, epoch: Instant) {
         let inner = &*self.inner;
         loop {
             let pooled = if inner.trust_idle {

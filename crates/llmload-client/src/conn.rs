@@ -13,8 +13,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http_body_util::Full;
+use crate::body::RequestBody;
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -170,7 +169,7 @@ impl AsyncWrite for ProbedStream {
     }
 }
 
-pub(crate) type Sender = http1::SendRequest<Full<Bytes>>;
+pub(crate) type Sender = http1::SendRequest<RequestBody>;
 
 /// One HTTP/1.1 connection.
 pub(crate) struct Conn {

@@ -1,13 +1,48 @@
 //! What a workload hands the client: one request to send.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 /// One part of a chat message's content (OpenAI's content-part array).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ContentPart {
-    Text { text: String },
-    ImageUrl { url: String },
+    Text {
+        text: String,
+    },
+    /// An image: `https://...` or a `data:<mime>;base64,...` URL. Shared, not copied: a
+    /// 1024x1024 JPEG is a ~250 KB data URL, and a pool of images (or the same image) is sent
+    /// with many requests; cloning the part only bumps a reference count. Serializes as a
+    /// plain string.
+    ImageUrl {
+        #[serde(with = "arc_str")]
+        url: Arc<str>,
+    },
+}
+
+impl ContentPart {
+    /// An image part.
+    pub fn image_url(url: impl Into<Arc<str>>) -> Self {
+        ContentPart::ImageUrl { url: url.into() }
+    }
+}
+
+/// Serde for `Arc<str>` as a plain string (without serde's `rc` feature, which would change
+/// every crate's build).
+mod arc_str {
+    use std::sync::Arc;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(s: &Arc<str>, ser: S) -> Result<S::Ok, S::Error> {
+        ser.serialize_str(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(de: D) -> Result<Arc<str>, D::Error> {
+        let s = String::deserialize(de)?;
+        Ok(Arc::from(s))
+    }
 }
 
 /// One chat message.
@@ -102,6 +137,41 @@ impl RequestSpec {
             images: Vec::new(),
             at_s: None,
             tag: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn image_part_json_is_a_plain_string_and_round_trips() {
+        let url = "data:image/jpeg;base64,/9j/4AAQ+/==";
+        let p = ContentPart::image_url(url);
+        let j = serde_json::to_string(&p).unwrap();
+        assert_eq!(
+            j,
+            r#"{"type":"image_url","url":"data:image/jpeg;base64,/9j/4AAQ+/=="}"#
+        );
+        let back: ContentPart = serde_json::from_str(&j).unwrap();
+        assert_eq!(back, p);
+        // Escapes survive the round trip.
+        let odd = ContentPart::image_url("https://h/a\"b\u{e9}\n");
+        let back: ContentPart =
+            serde_json::from_str(&serde_json::to_string(&odd).unwrap()).unwrap();
+        assert_eq!(back, odd);
+    }
+
+    #[test]
+    fn cloning_an_image_part_shares_the_url() {
+        let p = ContentPart::image_url(String::from("data:image/png;base64,AAAA"));
+        let q = p.clone();
+        match (&p, &q) {
+            (ContentPart::ImageUrl { url: a }, ContentPart::ImageUrl { url: b }) => {
+                assert!(Arc::ptr_eq(a, b))
+            }
+            _ => unreachable!("both are image parts"),
         }
     }
 }

@@ -63,19 +63,36 @@ pub fn parse_size(s: &str) -> Result<(u32, u32)> {
 /// One image ready to send.
 #[derive(Debug, Clone)]
 pub struct EncodedImage {
-    /// `https://...` or `data:<mime>;base64,...`
-    pub url: String,
+    /// `https://...` or `data:<mime>;base64,...`; shared by every request that sends this
+    /// image (cloning copies a pointer, not the ~250 KB of a 1024x1024 JPEG's data URL).
+    pub url: Arc<str>,
     pub meta: ImageMeta,
 }
 
-fn data_url(mime: &str, bytes: &[u8]) -> String {
+/// A `data:` URL, built in one allocation of its exact size: base64 goes into a per-thread
+/// scratch buffer (whose pages stay mapped between images) and is copied once into the shared
+/// string, instead of growing a fresh large buffer and then copying it into an `Arc`.
+fn data_url(mime: &str, bytes: &[u8]) -> Arc<str> {
+    thread_local! {
+        static SCRATCH: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+    }
+    /// Scratch kept between calls at most (larger inputs, e.g. big local files, are rare).
+    const KEEP: usize = 4 << 20;
     let b64 = base64::engine::general_purpose::STANDARD;
-    let mut s = String::with_capacity(bytes.len() * 4 / 3 + mime.len() + 20);
-    s.push_str("data:");
-    s.push_str(mime);
-    s.push_str(";base64,");
-    b64.encode_string(bytes, &mut s);
-    s
+    SCRATCH.with(|s| {
+        let mut s = s.borrow_mut();
+        s.clear();
+        s.reserve(bytes.len().div_ceil(3) * 4 + mime.len() + 13);
+        s.push_str("data:");
+        s.push_str(mime);
+        s.push_str(";base64,");
+        b64.encode_string(bytes, &mut s);
+        let url = Arc::from(s.as_str());
+        if s.capacity() > KEEP {
+            *s = String::new();
+        }
+        url
+    })
 }
 
 /// Generator of synthetic images: a seeded base picture plus a per-image unique block.
@@ -327,7 +344,7 @@ pub fn read_url_list(path: &Path) -> Result<Vec<EncodedImage>> {
             });
         }
         out.push(EncodedImage {
-            url: l.to_string(),
+            url: Arc::from(l),
             meta: ImageMeta {
                 width: None,
                 height: None,
@@ -545,7 +562,7 @@ mod tests {
     fn feed_delivers_distinct_images() {
         let g = SyntheticImages::new(64, 64, ImageFormat::Png, 90, 3).expect("gen");
         let feed = ImageFeed::start(g, 2, 4).expect("feed");
-        let urls: std::collections::HashSet<String> =
+        let urls: std::collections::HashSet<Arc<str>> =
             (0..20).map(|_| feed.next().expect("img").url).collect();
         assert_eq!(urls.len(), 20);
     }

@@ -29,6 +29,8 @@ pub fn chat_messages(prompt: &Prompt) -> Value {
 pub fn content_part(p: &ContentPart) -> Value {
     match p {
         ContentPart::Text { text } => json!({"type": "text", "text": text}),
-        ContentPart::ImageUrl { url } => json!({"type": "image_url", "image_url": {"url": url}}),
+        ContentPart::ImageUrl { url } => {
+            json!({"type": "image_url", "image_url": {"url": &**url}})
+        }
     }
 }

@@ -83,6 +83,40 @@ fn run_without_target_measures_the_simulator_and_its_metrics_agree() {
 }
 
 #[test]
+fn client_ttft_is_close_to_the_simulators_own_in_real_time() {
+    // Real time (no speedup): what the client measures and what the simulator reports as its
+    // server-side TTFT differ only by loopback and parsing. A missing TCP_NODELAY once made
+    // every first token wait for the client's delayed ACK (+24 ms on average).
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("r");
+    let (code, stdout, stderr) = llmload(&[
+        "run",
+        "--concurrency",
+        "1",
+        "--max-requests",
+        "12",
+        "--prompt-tokens",
+        "64",
+        "--output-tokens",
+        "4",
+        "--scrape-interval",
+        "0.2",
+        "--out",
+        out.to_str().unwrap(),
+        "--quiet",
+        "--no-report",
+    ]);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    let r = results(&out);
+    let c = &r["benchmarks"][0]["server"]["correlation"];
+    let overhead = c["ttft_overhead_s"].as_f64().unwrap();
+    assert!(
+        overhead.abs() < 0.010,
+        "client TTFT - server TTFT = {overhead} s: {c}"
+    );
+}
+
+#[test]
 fn thresholds_decide_the_exit_code() {
     let dir = tempfile::tempdir().unwrap();
     let common = [
