@@ -21,13 +21,15 @@
 #                `fast_server` example: section 4 measures with `llmload run` as the client
 #                (constant RATE, direct vs gateway back to back, ROUNDS times) against
 #                fast_server, the gateway as its own process; LiteLLM there too when LITELLM is set
-#   SECTIONS     which sections to run (default "1 2 3 4 5")
+#   SIM_SPEEDUP SIM_RATE SIM_TOKENS  section 6: `llmload sim --speedup` as the backend (10, 100
+#                req/s, 64 tokens), the same comparison on the simulator (needs LLMLOAD)
+#   SECTIONS     which sections to run (default "1 2 3 4 5 6")
 #   NICE         niceness for every process of the bench (e.g. -15 on a box shared with builds;
 #                needs root; default 0)
 # Everything it prints goes to stdout; keep the whole output with the numbers.
 set -eu
 NICE=${NICE:-0}
-SECTIONS=${SECTIONS:-1 2 3 4 5}
+SECTIONS=${SECTIONS:-1 2 3 4 5 6}
 want() { case " $SECTIONS " in *" $1 "*) return 0 ;; esac; return 1; }
 N="nice -n $NICE"
 TARGET_DIR=${TARGET_DIR:-${CARGO_TARGET_DIR:-target}}
@@ -211,6 +213,50 @@ EOF
     kill "$LL4" 2>/dev/null || true
   fi
   kill "$GW4" "$FS" 2>/dev/null || true
+fi
+
+if want 6 && [ -n "${LLMLOAD:-}" ] && [ -x "$GW_BIN" ]; then
+  SIM_SPEEDUP=${SIM_SPEEDUP:-10}
+  SIM_RATE=${SIM_RATE:-100}
+  SIM_TOKENS=${SIM_TOKENS:-64}
+  SIM_N=${SIM_N:-$((SIM_RATE * SECS))}
+  echo
+  echo "== 6. llmload run (constant $SIM_RATE req/s, $SIM_N requests, 50 warm-up, $SIM_TOKENS output tokens) against llmload sim --speedup $SIM_SPEEDUP, direct vs gateway, $ROUNDS rounds"
+  $N "$LLMLOAD" sim --port 18200 --speedup "$SIM_SPEEDUP" --seed 1 >"$WORK/sim.log" 2>&1 &
+  SIM=$!
+  PIDS="$PIDS $SIM"
+  i=0
+  until curl -sf -o /dev/null http://127.0.0.1:18200/health; do
+    i=$((i + 1))
+    [ $i -lt 200 ] || { echo "llmload sim did not start"; cat "$WORK/sim.log"; exit 1; }
+    sleep 0.1
+  done
+  GATEWAY_THREADS=2 $N "$GW_BIN" --listen 127.0.0.1:19200 --backend http://127.0.0.1:18200 \
+    --max-in-flight-per-backend 4096 --queue-size 4096 2>"$WORK/gw6.err" &
+  GW6=$!
+  PIDS="$PIDS $GW6"
+  i=0
+  until curl -sf -o /dev/null http://127.0.0.1:19200/health; do
+    i=$((i + 1))
+    [ $i -lt 100 ] || { echo "the gateway does not see the simulator"; cat "$WORK/gw6.err"; exit 1; }
+    sleep 0.1
+  done
+  ARGS=""
+  r=0
+  while [ $r -lt "$ROUNDS" ]; do
+    for t in direct:18200 gateway:19200; do
+      name=${t%%:*}; port=${t##*:}
+      $N "$LLMLOAD" run --target "http://127.0.0.1:$port" --profile constant --rate "$SIM_RATE" \
+        --max-requests "$SIM_N" --warmup 50req --output-tokens "$SIM_TOKENS" --prompt-tokens 128 \
+        --no-server-metrics --no-report --quiet --out "$WORK/s-$name-$r" >/dev/null 2>"$WORK/s.err" \
+        || { echo "llmload run against $name failed:"; cat "$WORK/s.err"; }
+      ARGS="$ARGS $name=$WORK/s-$name-$r"
+    done
+    r=$((r + 1))
+  done
+  python3 "$(dirname "$0")/compare.py" direct $ARGS || true
+  echo "load $(cut -d' ' -f1-3 /proc/loadavg)"
+  kill "$GW6" "$SIM" 2>/dev/null || true
 fi
 echo
 uptime
