@@ -6,15 +6,20 @@
 # Build first (from the repository root):
 #   cargo bench -p llmload-gateway --bench gateway --no-run
 #   cargo build --release -p llmload-gateway --example gateway
-# then:
-#   sh bench/gateway/run.sh
+#   cargo build --release -p llmload
+#   cargo build --release -p llmload-client --features testkit --example fast_server
+#   pip install 'litellm[proxy]'
+# then (every section; docs/performance/gateway.md has the numbers and how to read them):
+#   SIM_RATE=1000 SIM_SPEEDUP=50 SIM_TOKENS=16 LITELLM=$(which litellm) \
+#     LLMLOAD=target/release/llmload FAST_SERVER=target/release/examples/fast_server \
+#     sh bench/gateway/run.sh 2>&1 | tee gateway-bench.txt
 #
 # Knobs (environment):
 #   TARGET_DIR   cargo target directory holding release/ (default $CARGO_TARGET_DIR or target)
 #   SECS ROUNDS  seconds per phase and open-loop rounds (default 5 and 3)
 #   RATE CONC    open-loop rate and closed-loop concurrency for direct/gateway (1000, 64)
 #   LITELLM      path of the `litellm` executable (pip install 'litellm[proxy]'); unset = skip
-#   LITELLM_RATE LITELLM_CONC  LiteLLM's own rate and concurrency (20, 16): it saturates far
+#   LITELLM_RATE LITELLM_CONC  LiteLLM's own rate and concurrency (10, 8): it saturates far
 #                below 1,000 req/s, so it is measured at a rate it can hold
 #   GW_CPUS LOAD_CPUS  with 4+ cores: pin the external gateway and the load (default 0,1 / 2-)
 #   LLMLOAD FAST_SERVER  paths of the release `llmload` binary and llmload-client's
@@ -39,8 +44,8 @@ SECS=${SECS:-5}
 ROUNDS=${ROUNDS:-3}
 RATE=${RATE:-1000}
 CONC=${CONC:-64}
-LITELLM_RATE=${LITELLM_RATE:-20}
-LITELLM_CONC=${LITELLM_CONC:-16}
+LITELLM_RATE=${LITELLM_RATE:-10}
+LITELLM_CONC=${LITELLM_CONC:-8}
 BACKEND_ADDR=127.0.0.1:18000
 [ -x "$BENCH" ] || { echo "bench binary not found under $TARGET_DIR/release/deps: run cargo bench -p llmload-gateway --bench gateway --no-run"; exit 2; }
 WORK=$(mktemp -d)
