@@ -6,4 +6,4 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 cargo test -p llmload-sim --lib model::tests::decode_and_prefill_points_within_5_percent -- --nocapture 2>/dev/null | grep '^|'
 echo
-cargo test -p llmload-sim --test calibration -- --nocapture --test-threads 1 2>/dev/null | grep -E '^\||^fp8|^rate'
+cargo test -p llmload-sim --test calibration -- --nocapture --test-threads 1 2>/dev/null | grep -E '^\||^fp8|^rate|^VL|^8 streams'

@@ -7,9 +7,7 @@
 //! `Arc<str>` (written with vectored I/O). Only URLs that need JSON escaping (never a base64
 //! data URL) are copied, escaped.
 
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use llmload_core::{ContentPart, Prompt, RequestSpec};
@@ -108,7 +106,7 @@ impl BodyTemplate {
         let buf = &mut out.buf;
         if let (Some(n), false) = (spec.max_tokens, self.max_tokens_overridden) {
             buf.extend_from_slice(b"\"max_tokens\":");
-            buf.extend_from_slice(n.to_string().as_bytes());
+            write_u64(buf, u64::from(n));
             buf.push(b',');
         }
         buf.extend_from_slice(self.fixed.as_bytes());
@@ -151,7 +149,6 @@ impl Segments {
         RequestBody {
             first: Bytes::new(),
             rest: self.done,
-            next: 0,
             len,
         }
     }
@@ -179,28 +176,22 @@ fn json_plain(s: &[u8]) -> bool {
 
 /// The body of one request: one buffer, or (when it carries large image URLs) a few segments
 /// that share those URLs with the workload. Cheap to clone (reference counts only). The wire
-/// bytes are the segments in order; [`RequestBody::to_bytes`] gives them in one buffer.
+/// bytes are the segments in order (written with the head in one vectored write).
 #[derive(Debug, Clone, Default)]
 pub(crate) struct RequestBody {
     /// The only segment, when `rest` is empty (no per-request `Vec` for text requests).
     first: Bytes,
     rest: Vec<Bytes>,
-    /// Segments of `rest` already handed out as frames.
-    next: usize,
-    /// Bytes not yet handed out.
+    /// Body length in bytes.
     len: usize,
 }
 
-// `len`, `segments` and `to_bytes` are for writers other than hyper's (an in-task HTTP/1.1
-// writer sends the head and the segments in one vectored write) and for tests.
-#[allow(dead_code)]
 impl RequestBody {
     fn one(b: Bytes) -> Self {
         Self {
             len: b.len(),
             first: b,
             rest: Vec::new(),
-            next: 0,
         }
     }
 
@@ -211,10 +202,16 @@ impl RequestBody {
 
     /// The segments, in wire order (empty segments possible).
     pub(crate) fn segments(&self) -> impl Iterator<Item = &Bytes> {
-        std::iter::once(&self.first).chain(self.rest[self.next..].iter())
+        std::iter::once(&self.first).chain(self.rest.iter())
     }
 
-    /// The whole body in one buffer (copies only when there are several segments).
+    /// How many segments [`Self::segments`] yields.
+    pub(crate) fn segment_count(&self) -> usize {
+        1 + self.rest.len()
+    }
+
+    /// The whole body in one buffer.
+    #[cfg(test)]
     pub(crate) fn to_bytes(&self) -> Bytes {
         if self.rest.is_empty() {
             return self.first.clone();
@@ -227,38 +224,19 @@ impl RequestBody {
     }
 }
 
-impl http_body::Body for RequestBody {
-    type Data = Bytes;
-    type Error = std::convert::Infallible;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
-        let this = self.get_mut();
-        loop {
-            let seg = if !this.first.is_empty() {
-                std::mem::take(&mut this.first)
-            } else if let Some(s) = this.rest.get_mut(this.next) {
-                this.next += 1;
-                std::mem::take(s)
-            } else {
-                return Poll::Ready(None);
-            };
-            if !seg.is_empty() {
-                this.len -= seg.len();
-                return Poll::Ready(Some(Ok(http_body::Frame::data(seg))));
-            }
+/// `n` in decimal, without allocating.
+fn write_u64(buf: &mut Vec<u8>, mut n: u64) {
+    let mut d = [0u8; 20];
+    let mut i = d.len();
+    loop {
+        i -= 1;
+        d[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
         }
     }
-
-    fn is_end_stream(&self) -> bool {
-        self.len == 0
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        http_body::SizeHint::with_exact(self.len as u64)
-    }
+    buf.extend_from_slice(&d[i..]);
 }
 
 fn prompt_len(p: &Prompt) -> usize {
@@ -355,27 +333,11 @@ mod tests {
         serde_json::from_slice(&b.to_bytes()).unwrap()
     }
 
-    /// Hands out the frames as hyper would, checking the size hint on the way.
-    fn frames(mut b: RequestBody) -> Vec<Bytes> {
-        use http_body::Body;
-        let mut cx = Context::from_waker(std::task::Waker::noop());
-        let mut out = Vec::new();
-        let mut left = b.len() as u64;
-        loop {
-            assert_eq!(b.size_hint().exact(), Some(left));
-            assert_eq!(b.is_end_stream(), left == 0);
-            match Pin::new(&mut b).poll_frame(&mut cx) {
-                Poll::Ready(Some(Ok(f))) => {
-                    let d = f.into_data().unwrap();
-                    assert!(!d.is_empty(), "no empty frames");
-                    left -= d.len() as u64;
-                    out.push(d);
-                }
-                Poll::Ready(None) => break,
-                other => panic!("unexpected {other:?}"),
-            }
-        }
-        assert_eq!(left, 0);
+    /// The non-empty segments, checking that they add up to the length.
+    fn frames(b: RequestBody) -> Vec<Bytes> {
+        let out: Vec<Bytes> = b.segments().filter(|s| !s.is_empty()).cloned().collect();
+        assert_eq!(out.iter().map(Bytes::len).sum::<usize>(), b.len());
+        assert_eq!(b.segments().count(), b.segment_count());
         out
     }
 
@@ -430,7 +392,7 @@ mod tests {
         assert_eq!(segs[3].as_ptr(), urls[1].as_ptr());
         // Sharing holds the URL alive, not a copy of it.
         assert_eq!(Arc::strong_count(urls[0]), 2);
-        // The frames hyper sends are the same bytes; a clone (retry) sends them again.
+        // The segments written are the same bytes; a clone (retry) sends them again.
         let again = body.clone();
         let sent: Vec<u8> = frames(body).concat();
         assert_eq!(sent, expected.as_bytes());

@@ -4,18 +4,17 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use futures_util::FutureExt;
+use std::io::IoSlice;
+
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http_body::Body as _;
-use http_body_util::BodyExt;
-use hyper::body::Incoming;
 use llmload_core::{ErrorClass, RequestRecord, RequestSpec, TokenCounter, TokenSource};
 use tokio_util::sync::CancellationToken;
 
 use crate::body::{BodyTemplate, RequestBody};
 use crate::config::{ClientConfig, is_secret_header};
-use crate::conn::{Conn, Pool, may_retry};
+use crate::conn::Pool;
 use crate::error::{ClientError, rejected_field_hint, scrub, snippet};
+use crate::http1::{Body, Conn, Head, HttpError};
 use crate::sse::{SseItem, SseParser};
 use crate::stream::{Flow, ResponseState};
 
@@ -46,8 +45,8 @@ pub struct Client {
 struct Inner {
     cfg: ClientConfig,
     body: BodyTemplate,
-    headers: HeaderMap,
-    uri: http::Uri,
+    /// The request head up to the value of `content-length`.
+    head: Vec<u8>,
     url: String,
     pool: Pool,
     tokens: Option<Arc<dyn TokenCounter>>,
@@ -115,6 +114,12 @@ pub(crate) fn base_headers(
                 reason: e.to_string(),
             }
         })?;
+        if name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING {
+            return Err(ClientError::InvalidHeader {
+                name: k.clone(),
+                reason: "llmload frames the request body itself; remove this --header".into(),
+            });
+        }
         let mut val = HeaderValue::from_str(v.trim()).map_err(|e| ClientError::InvalidHeader {
             name: k.clone(),
             reason: if is_secret_header(k) {
@@ -172,9 +177,7 @@ impl Client {
             pq.push('?');
             pq.push_str(q);
         }
-        let uri: http::Uri = pq.parse().map_err(|e| {
-            ClientError::Unsupported(format!("{url}: not a valid request path: {e}"))
-        })?;
+        let head = render_head("POST", &pq, &headers, true);
         let host = url
             .host_str()
             .ok_or_else(|| ClientError::Unsupported(format!("{url}: no host")))?
@@ -184,8 +187,7 @@ impl Client {
         Ok(Self {
             inner: Arc::new(Inner {
                 body,
-                headers,
-                uri,
+                head,
                 url: url.to_string(),
                 pool,
                 tokens,
@@ -263,8 +265,14 @@ impl Client {
                 },
                 ..Default::default()
             },
-            resp: ResponseState::new(keep_text, inner.cfg.record_chunks)
-                .with_capacity(spec.max_tokens.unwrap_or(16) as usize),
+            // Room for the ITL gaps of a stream (a non-streamed answer has none).
+            resp: ResponseState::new(keep_text, inner.cfg.record_chunks).with_capacity(
+                if inner.cfg.stream {
+                    spec.max_tokens.unwrap_or(16) as usize
+                } else {
+                    0
+                },
+            ),
             end: None,
             t_end: None,
         };
@@ -277,7 +285,7 @@ impl Client {
             let body = inner.body.build(spec);
             let deadline = inner.cfg.request_timeout.map(|d| start + d);
             let ended = {
-                let exchange = self.exchange(&mut p, body, epoch);
+                let exchange = self.exchange(&mut p, &body, epoch);
                 tokio::pin!(exchange);
                 match deadline {
                     Some(dl) => tokio::select! {
@@ -293,7 +301,9 @@ impl Client {
                     },
                 }
             };
-            if let Some(class) = ended {
+            // A response already read to its end stays a success even if the stop came while
+            // the connection was being drained for reuse.
+            if let Some(class) = ended.filter(|_| p.end.is_none()) {
                 let msg = match class {
                     ErrorClass::Timeout => format!(
                         "no complete response within the request timeout ({:.1} s); {} output events received",
@@ -381,17 +391,11 @@ impl Client {
         }
     }
 
-    fn request(&self, body: RequestBody) -> http::Request<RequestBody> {
-        let mut req = http::Request::new(body);
-        *req.method_mut() = http::Method::POST;
-        *req.uri_mut() = self.inner.uri.clone();
-        *req.headers_mut() = self.inner.headers.clone();
-        req
-    }
-
     /// Send (with stale keep-alive retries) and read the response into `p`.
-    async fn exchange(&self, p: &mut Progress, body: RequestBody, epoch: Instant) {
+    async fn exchange(&self, p: &mut Progress, body: &RequestBody, epoch: Instant) {
         let inner = &*self.inner;
+        let mut cl_buf = [0u8; 32];
+        let cl = content_length_line(&mut cl_buf, body.len());
         loop {
             let pooled = if inner.trust_idle {
                 inner.pool.checkout_any()
@@ -412,204 +416,198 @@ impl Client {
                     }
                 },
             };
-            if reused && !inner.trust_idle {
-                // Wait until the connection accepts a request (it may still be finishing
-                // the previous response); a connection that closes meanwhile is dropped.
-                if conn.sender.ready().await.is_err() {
-                    continue;
-                }
-            }
-            conn.probe.reset();
+            conn.begin();
             let t_try = Instant::now();
             p.rec.t_dispatch = secs(epoch, t_try);
-            let res = conn
-                .sender
-                .try_send_request(self.request(body.clone()))
-                .await;
-            let snap = conn.probe.snapshot();
-            if let Some(fw) = snap.first_write {
-                p.rec.t_dispatch = secs(epoch, fw.max(t_try));
-            }
-            match res {
-                Ok(resp) => {
-                    self.read_response(p, conn, resp, epoch).await;
-                    return;
+            // Head, length and body in one vectored write (a text body is one segment; image
+            // URLs are shared segments).
+            let mut three;
+            let mut many;
+            let parts: &mut [IoSlice<'_>] = if body.segment_count() == 1 {
+                three = [
+                    IoSlice::new(&inner.head),
+                    IoSlice::new(cl),
+                    IoSlice::new(&[]),
+                ];
+                if let Some(seg) = body.segments().next() {
+                    three[2] = IoSlice::new(seg);
                 }
-                Err(mut e) => {
-                    let unsent = e.take_message().is_some();
-                    if may_retry(reused, unsent, &snap) && p.rec.retries < MAX_RETRIES {
+                &mut three
+            } else {
+                many = Vec::with_capacity(2 + body.segment_count());
+                many.push(IoSlice::new(&inner.head));
+                many.push(IoSlice::new(cl));
+                many.extend(body.segments().map(|s| IoSlice::new(s)));
+                &mut many
+            };
+            match conn.write_request(parts).await {
+                Ok(t) => p.rec.t_dispatch = secs(epoch, t.max(t_try)),
+                Err(we) => {
+                    if let Some(t) = we.first_write {
+                        p.rec.t_dispatch = secs(epoch, t.max(t_try));
+                    }
+                    // A server may answer before it read the whole request (413, 431) and
+                    // close: when its answer is already here, report it (never retry).
+                    if we.written > 0
+                        && let Ok(Ok(head)) =
+                            tokio::time::timeout(Duration::from_millis(100), conn.read_head()).await
+                    {
+                        self.read_response(p, conn, head, epoch).await;
+                        return;
+                    }
+                    // Nothing was read yet (the response is read only after the whole request
+                    // is written), so the server cannot have answered: a stale keep-alive
+                    // connection. Retry on another one.
+                    if reused && p.rec.retries < MAX_RETRIES {
                         p.rec.retries += 1;
                         continue;
                     }
-                    let err = e.into_error();
-                    let (class, msg) = if unsent {
+                    let total = inner.head.len() + cl.len() + body.len();
+                    let (class, msg) = if we.written == 0 {
                         (
                             ErrorClass::Connect,
                             format!(
-                                "the connection to {} closed before the request could be sent: {err}",
-                                inner.url
-                            ),
-                        )
-                    } else if err.is_parse() {
-                        (
-                            ErrorClass::Protocol,
-                            format!("the server's answer is not valid HTTP/1.1: {err}"),
-                        )
-                    } else if snap.read == 0 {
-                        (
-                            ErrorClass::StreamBroken,
-                            format!(
-                                "connection closed by the server before any response byte \
-                                 ({} connection, {} request bytes written; the request was sent, \
-                                 so it is not retried: the server may have processed it): {}",
-                                if reused { "reused keep-alive" } else { "fresh" },
-                                snap.written,
-                                error_chain(&err)
+                                "the connection to {} failed before the request could be sent: {}",
+                                inner.url, we.error
                             ),
                         )
                     } else {
                         (
                             ErrorClass::StreamBroken,
-                            format!("the response broke off: {}", error_chain(&err)),
+                            format!(
+                                "sending the request to {} failed after {} of {total} bytes: {}",
+                                inner.url, we.written, we.error
+                            ),
                         )
                     };
                     p.end = Some(End::Fail(class, msg));
-                    p.t_end = Some(secs(epoch, snap.last_read.unwrap_or_else(Instant::now)));
+                    p.t_end = Some(secs(epoch, Instant::now()));
                     return;
                 }
             }
+            let head = match conn.read_head().await {
+                Ok(h) => h,
+                Err(e) => {
+                    p.t_end = Some(secs(epoch, conn.last_read()));
+                    let (class, msg) = match e {
+                        HttpError::Malformed(m) => (ErrorClass::Protocol, m),
+                        e if conn.read_bytes == 0 => (
+                            ErrorClass::StreamBroken,
+                            format!(
+                                "connection closed by the server before any response byte \
+                                 ({} connection, {} request bytes written; the request was sent, \
+                                 so it is not retried: the server may have processed it): {e}",
+                                if reused { "reused keep-alive" } else { "fresh" },
+                                inner.head.len() + cl.len() + body.len(),
+                            ),
+                        ),
+                        e => (
+                            ErrorClass::StreamBroken,
+                            format!("the response broke off: {e}"),
+                        ),
+                    };
+                    p.end = Some(End::Fail(class, msg));
+                    return;
+                }
+            };
+            self.read_response(p, conn, head, epoch).await;
+            return;
         }
     }
 
-    async fn read_response(
-        &self,
-        p: &mut Progress,
-        conn: Conn,
-        resp: http::Response<Incoming>,
-        epoch: Instant,
-    ) {
+    async fn read_response(&self, p: &mut Progress, mut conn: Conn, head: Head, epoch: Instant) {
         let inner = &*self.inner;
-        let status = resp.status();
-        p.rec.status = Some(status.as_u16());
-        let (parts, mut body) = resp.into_parts();
-        let stamp = |conn: &Conn| secs(epoch, conn.probe.last_read().unwrap_or_else(Instant::now));
+        let status = head.status;
+        p.rec.status = Some(status);
+        let mut body = Body::new(&head);
 
-        if !status.is_success() {
+        if !(200..300).contains(&status) {
             let mut buf = Vec::new();
             let mut cut = false;
-            while let Some(fr) = body.frame().await {
-                match fr {
-                    Ok(f) => {
-                        if let Ok(d) = f.into_data() {
-                            buf.extend_from_slice(&d);
-                            if buf.len() >= ERROR_BODY_LIMIT {
-                                cut = true;
-                                break;
-                            }
-                        }
-                    }
-                    Err(_) => break,
+            while let Ok(Some((d, _))) = body.next(&mut conn).await {
+                buf.extend_from_slice(d);
+                if buf.len() >= ERROR_BODY_LIMIT {
+                    cut = true;
+                    break;
                 }
             }
-            p.t_end = Some(stamp(&conn));
+            p.t_end = Some(secs(epoch, conn.last_read()));
             let text = snippet(&buf, 300);
-            let class = ErrorClass::from_status(status.as_u16()).unwrap_or(ErrorClass::Protocol);
-            let reason = status.canonical_reason().unwrap_or("");
-            let msg = if matches!(status.as_u16(), 400 | 422) {
+            let class = ErrorClass::from_status(status).unwrap_or(ErrorClass::Protocol);
+            let reason = http::StatusCode::from_u16(status)
+                .ok()
+                .and_then(|s| s.canonical_reason())
+                .unwrap_or("");
+            let msg = if matches!(status, 400 | 422) {
                 match rejected_field_hint(
                     &String::from_utf8_lossy(&buf),
                     &inner.body.extra_keys,
                     inner.cfg.stream,
                 ) {
                     Some((field, hint)) => format!(
-                        "server rejected `{field}` (HTTP {} {reason}: {text}): {hint}",
-                        status.as_u16()
+                        "server rejected `{field}` (HTTP {status} {reason}: {text}): {hint}"
                     ),
-                    None => format!("HTTP {} {reason}: {text}", status.as_u16()),
+                    None => format!("HTTP {status} {reason}: {text}"),
                 }
-            } else if status.is_redirection() {
-                let loc = parts
-                    .headers
-                    .get(header::LOCATION)
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("?");
-                format!(
-                    "HTTP {} redirect to {loc}: point --target at the final URL",
-                    status.as_u16()
-                )
+            } else if (300..400).contains(&status) {
+                let loc = head.location.as_deref().unwrap_or("?");
+                format!("HTTP {status} redirect to {loc}: point --target at the final URL")
             } else {
-                format!("HTTP {} {reason}: {text}", status.as_u16())
+                format!("HTTP {status} {reason}: {text}")
             };
             p.end = Some(End::Fail(class, msg));
-            if !cut && body.is_end_stream() {
+            if !cut && conn.reusable(&head, &body) {
                 inner.pool.checkin(conn);
             }
             return;
         }
 
         if !inner.cfg.stream {
-            let mut buf = Vec::new();
-            loop {
-                match body.frame().await {
-                    Some(Ok(f)) => {
-                        if let Ok(d) = f.into_data() {
-                            if buf.len() + d.len() > BODY_LIMIT {
-                                p.end = Some(End::Fail(
-                                    ErrorClass::Protocol,
-                                    format!("response body larger than {BODY_LIMIT} bytes"),
-                                ));
-                                p.t_end = Some(stamp(&conn));
-                                return;
-                            }
-                            buf.extend_from_slice(&d);
+            let mut scratch = Vec::new();
+            match body.read_all(&mut conn, &mut scratch, BODY_LIMIT).await {
+                Ok((bytes, t)) => {
+                    let t = secs(epoch, t);
+                    p.t_end = Some(t);
+                    match p.resp.on_body(bytes, t) {
+                        Flow::Fail => {
+                            let (c, m) = p
+                                .resp
+                                .error
+                                .take()
+                                .unwrap_or((ErrorClass::Protocol, "invalid response".into()));
+                            p.end = Some(End::Fail(c, m));
                         }
+                        _ => p.end = Some(End::Ok),
                     }
-                    Some(Err(e)) => {
-                        p.t_end = Some(stamp(&conn));
-                        p.end = Some(End::Fail(
-                            ErrorClass::StreamBroken,
-                            format!(
-                                "the response body broke off after {} bytes: {}",
-                                buf.len(),
-                                error_chain(&e)
-                            ),
-                        ));
-                        return;
-                    }
-                    None => break,
+                }
+                Err(e) => {
+                    p.t_end = Some(secs(epoch, conn.last_read()));
+                    p.end = Some(End::Fail(
+                        body_error_class(&e),
+                        format!(
+                            "the response body broke off after {} bytes: {e}",
+                            body.received.max(scratch.len() as u64)
+                        ),
+                    ));
+                    return;
                 }
             }
-            let t = stamp(&conn);
-            p.t_end = Some(t);
-            match p.resp.on_body(&buf, t) {
-                Flow::Fail => {
-                    let (c, m) = p
-                        .resp
-                        .error
-                        .take()
-                        .unwrap_or((ErrorClass::Protocol, "invalid response".into()));
-                    p.end = Some(End::Fail(c, m));
-                }
-                _ => p.end = Some(End::Ok),
+            if conn.reusable(&head, &body) {
+                inner.pool.checkin(conn);
             }
-            inner.pool.checkin(conn);
             return;
         }
 
         // Streaming.
-        if let Some(ct) = parts.headers.get(header::CONTENT_TYPE)
-            && ct.as_bytes().starts_with(b"application/json")
-        {
+        if head.json {
             let mut buf = Vec::new();
-            while let Some(Ok(f)) = body.frame().await {
-                if let Ok(d) = f.into_data() {
-                    buf.extend_from_slice(&d);
-                    if buf.len() > ERROR_BODY_LIMIT {
-                        break;
-                    }
+            while let Ok(Some((d, _))) = body.next(&mut conn).await {
+                buf.extend_from_slice(d);
+                if buf.len() > ERROR_BODY_LIMIT {
+                    break;
                 }
             }
-            p.t_end = Some(stamp(&conn));
+            p.t_end = Some(secs(epoch, conn.last_read()));
             // An error object in a 200 JSON body is still the server's error.
             let mut probe = ResponseState::new(false, false);
             if probe.on_body(&buf, 0.0) == Flow::Fail
@@ -631,17 +629,13 @@ impl Client {
         }
 
         let mut parser = SseParser::new();
-        let mut body_ok = true;
-        let mut received: u64 = 0;
         let outcome: Option<End> = loop {
-            match body.frame().await {
-                Some(Ok(f)) => {
-                    let Ok(data) = f.into_data() else { continue };
-                    received += data.len() as u64;
-                    let t = stamp(&conn);
+            match body.next(&mut conn).await {
+                Ok(Some((data, t))) => {
+                    let t = secs(epoch, t);
                     let resp = &mut p.resp;
                     let mut stop: Option<End> = None;
-                    parser.feed(&data, &mut |item| match item {
+                    parser.feed(data, &mut |item| match item {
                         SseItem::Event { data, name } => match resp.on_event(data, name, t) {
                             Flow::Continue => true,
                             Flow::Done => false,
@@ -674,36 +668,32 @@ impl Client {
                         break Some(End::Ok);
                     }
                 }
-                Some(Err(e)) => {
-                    body_ok = false;
-                    let t = stamp(&conn);
-                    p.t_end = Some(t);
+                Err(e) => {
+                    p.t_end = Some(secs(epoch, conn.last_read()));
                     if p.resp.looks_complete() {
                         break Some(End::Ok);
                     }
                     break Some(End::Fail(
-                        ErrorClass::StreamBroken,
+                        body_error_class(&e),
                         format!(
-                            "the stream broke off after {} bytes and {} output events, before its end: {}",
-                            received,
-                            p.resp.output_events,
-                            error_chain(&e)
+                            "the stream broke off after {} bytes and {} output events, before its end: {e}",
+                            body.received, p.resp.output_events,
                         ),
                     ));
                 }
-                None => break None,
+                Ok(None) => break None,
             }
         };
         match outcome {
-            Some(End::Ok) if p.resp.done && body_ok => {
+            Some(End::Ok) if p.resp.done => {
                 p.end = Some(End::Ok);
                 // Read the body's end (normally already here) so the connection can be reused.
-                self.drain_and_checkin(conn, body).await;
+                self.drain_and_checkin(conn, head, body).await;
             }
             Some(e) => p.end = Some(e),
             None => {
                 // The body ended without [DONE].
-                let t = stamp(&conn);
+                let t = secs(epoch, conn.last_read());
                 p.t_end = Some(t);
                 let resp = &mut p.resp;
                 let mut stop: Option<End> = None;
@@ -728,8 +718,10 @@ impl Client {
                     ));
                 } else if p.resp.looks_complete() {
                     p.end = Some(End::Ok);
-                    inner.pool.checkin(conn);
-                } else if received == 0 {
+                    if conn.reusable(&head, &body) {
+                        inner.pool.checkin(conn);
+                    }
+                } else if body.received == 0 {
                     p.end = Some(End::Fail(
                         ErrorClass::StreamBroken,
                         "the server ended the stream without sending any event".into(),
@@ -748,49 +740,37 @@ impl Client {
         }
     }
 
-    /// After `[DONE]`: read the body's end (normally in the same read as `[DONE]`, or a task
-    /// hop later) so the connection goes back to the pool before `send` returns. A server
-    /// that keeps the body open longer gets a background task that waits a little for it;
-    /// the measurement (stamped at `[DONE]`) is never delayed by this.
-    async fn drain_and_checkin(&self, conn: Conn, mut body: Incoming) {
-        let mut end_now = || loop {
-            if body.is_end_stream() {
-                return Some(true);
-            }
-            match body.frame().now_or_never() {
-                Some(Some(Ok(_))) => continue,
-                Some(None) => return Some(true),
-                Some(Some(Err(_))) => return Some(false),
-                None => return None,
-            }
-        };
-        match end_now() {
+    /// After `[DONE]`: read the body's end (normally in the same read as `[DONE]`) so the
+    /// connection goes back to the pool before `send` returns. A server that keeps the body
+    /// open longer gets a background task that waits a little for it; the measurement
+    /// (stamped at `[DONE]`) is never delayed by this.
+    async fn drain_and_checkin(&self, mut conn: Conn, head: Head, mut body: Body) {
+        // What is already buffered or readable at once.
+        let now = poll_once(drain(&mut conn, &mut body));
+        match now {
             Some(true) => {
-                self.inner.pool.checkin(conn);
+                if conn.reusable(&head, &body) {
+                    self.inner.pool.checkin(conn);
+                }
                 return;
             }
             Some(false) => return,
             None => {}
         }
-        // The connection task usually delivers the end as soon as it runs once.
-        tokio::task::yield_now().await;
-        match end_now() {
-            Some(true) => {
-                self.inner.pool.checkin(conn);
-                return;
+        match tokio::time::timeout(Duration::from_millis(20), drain(&mut conn, &mut body)).await {
+            Ok(true) => {
+                if conn.reusable(&head, &body) {
+                    self.inner.pool.checkin(conn);
+                }
             }
-            Some(false) => return,
-            None => {}
-        }
-        match tokio::time::timeout(Duration::from_millis(20), drain_ref(&mut body)).await {
-            Ok(true) => self.inner.pool.checkin(conn),
             Ok(false) => {}
             Err(_) => {
                 let this = self.clone();
                 tokio::spawn(async move {
-                    let mut body = body;
                     if let Ok(true) =
-                        tokio::time::timeout(Duration::from_secs(5), drain_ref(&mut body)).await
+                        tokio::time::timeout(Duration::from_secs(5), drain(&mut conn, &mut body))
+                            .await
+                        && conn.reusable(&head, &body)
                     {
                         this.inner.pool.checkin(conn);
                     }
@@ -800,32 +780,83 @@ impl Client {
     }
 }
 
-async fn drain_ref(body: &mut Incoming) -> bool {
-    while let Some(fr) = body.frame().await {
-        if fr.is_err() {
-            return false;
+/// Read the rest of a body, discarding it; `false` if it broke off.
+async fn drain(conn: &mut Conn, body: &mut Body) -> bool {
+    loop {
+        match body.next(conn).await {
+            Ok(Some(_)) => {}
+            Ok(None) => return true,
+            Err(_) => return false,
         }
     }
-    true
+}
+
+/// Poll a future once, without waiting (a no-op waker; the future is dropped if pending).
+fn poll_once<F: std::future::Future>(f: F) -> Option<F::Output> {
+    let mut f = std::pin::pin!(f);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match f.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(v) => Some(v),
+        std::task::Poll::Pending => None,
+    }
+}
+
+/// The error class of a body that could not be read to its end.
+fn body_error_class(e: &HttpError) -> ErrorClass {
+    match e {
+        HttpError::Malformed(_) => ErrorClass::Protocol,
+        HttpError::Io(_) | HttpError::Closed { .. } => ErrorClass::StreamBroken,
+    }
+}
+
+/// `{n}\r\n\r\n` (the end of the head after `content-length: `) in `buf`.
+fn content_length_line(buf: &mut [u8; 32], n: usize) -> &[u8] {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    let mut v = n;
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    let d = &digits[i..];
+    buf[..d.len()].copy_from_slice(d);
+    buf[d.len()..d.len() + 4].copy_from_slice(b"\r\n\r\n");
+    &buf[..d.len() + 4]
+}
+
+/// The request head up to the value of `content-length` (or the whole head without a body):
+/// rendered once per client, only the length and the body vary per request.
+pub(crate) fn render_head(
+    method: &str,
+    path_and_query: &str,
+    headers: &HeaderMap,
+    with_body: bool,
+) -> Vec<u8> {
+    let mut h = Vec::with_capacity(256);
+    h.extend_from_slice(method.as_bytes());
+    h.push(b' ');
+    h.extend_from_slice(path_and_query.as_bytes());
+    h.extend_from_slice(b" HTTP/1.1\r\n");
+    for (k, v) in headers {
+        h.extend_from_slice(k.as_str().as_bytes());
+        h.extend_from_slice(b": ");
+        h.extend_from_slice(v.as_bytes());
+        h.extend_from_slice(b"\r\n");
+    }
+    if with_body {
+        h.extend_from_slice(b"content-length: ");
+    } else {
+        h.extend_from_slice(b"\r\n");
+    }
+    h
 }
 
 fn spec_prompt(rec: &RequestRecord) -> Option<u64> {
     rec.prompt_tokens_client
-}
-
-/// An error with its sources, on one line.
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let t = c.to_string();
-        if !s.contains(&t) {
-            s.push_str(": ");
-            s.push_str(&t);
-        }
-        cur = c.source();
-    }
-    s
 }
 
 struct InFlightGuard<'a>(&'a AtomicU32);

@@ -4,16 +4,16 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
-use hyper_util::rt::TokioIo;
+use std::io::IoSlice;
+
 use llmload_core::{RequestRecord, RequestSpec, TokenCounter};
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
-use crate::client::{Client, base_headers};
+use crate::client::{Client, base_headers, render_head};
 use crate::config::{ClientConfig, endpoint_url};
 use crate::error::{ClientError, scrub, snippet};
+use crate::http1::{Body, Conn, HttpError};
 
 /// Where a setup call goes and with which credentials.
 #[derive(Clone)]
@@ -46,8 +46,11 @@ struct ModelEntry {
     id: String,
 }
 
+/// Largest answer accepted from a setup call.
+const SETUP_BODY_LIMIT: usize = 16 * 1024 * 1024;
+
 /// One GET on a fresh connection: status and body.
-async fn get(url: &url::Url, t: &Target<'_>) -> Result<(u16, Bytes), ClientError> {
+async fn get(url: &url::Url, t: &Target<'_>) -> Result<(u16, Vec<u8>), ClientError> {
     let u = url.to_string();
     let fut = async {
         let host = url
@@ -64,43 +67,42 @@ async fn get(url: &url::Url, t: &Target<'_>) -> Result<(u16, Bytes), ClientError
                 detail: e.to_string(),
             })?;
         let _ = tcp.set_nodelay(true);
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
-            .await
-            .map_err(|e| ClientError::Unreachable {
-                url: u.clone(),
-                detail: format!("HTTP handshake failed: {e}"),
-            })?;
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
-        let mut req = http::Request::new(Empty::<Bytes>::new());
         let mut pq = url.path().to_string();
         if let Some(q) = url.query() {
             pq.push('?');
             pq.push_str(q);
         }
-        *req.uri_mut() = pq
-            .parse()
-            .map_err(|e| ClientError::Unsupported(format!("{u}: {e}")))?;
-        *req.headers_mut() = base_headers(url, t.api_key, t.headers, false)?;
-        let resp = sender
-            .send_request(req)
+        let headers = base_headers(url, t.api_key, t.headers, false)?;
+        let head = render_head("GET", &pq, &headers, false);
+        let mut conn = Conn::new(tcp);
+        conn.write_request(&mut [IoSlice::new(&head)])
             .await
             .map_err(|e| ClientError::Unreachable {
                 url: u.clone(),
-                detail: format!("the connection failed: {e}"),
+                detail: format!("sending the request failed: {}", e.error),
             })?;
-        let status = resp.status().as_u16();
-        let body = resp
-            .into_body()
-            .collect()
+        let resp = conn
+            .read_head()
+            .await
+            .map_err(|e| ClientError::Unreachable {
+                url: u.clone(),
+                detail: match e {
+                    HttpError::Malformed(m) => {
+                        format!("the answer is not HTTP/1.1 (is it an https:// port?): {m}")
+                    }
+                    e => format!("the connection failed: {e}"),
+                },
+            })?;
+        let mut body = Body::new(&resp);
+        let mut scratch = Vec::new();
+        let (bytes, _) = body
+            .read_all(&mut conn, &mut scratch, SETUP_BODY_LIMIT)
             .await
             .map_err(|e| ClientError::Unreachable {
                 url: u.clone(),
                 detail: format!("the answer broke off: {e}"),
-            })?
-            .to_bytes();
-        Ok((status, body))
+            })?;
+        Ok((resp.status, bytes.to_vec()))
     };
     match tokio::time::timeout(t.timeout, fut).await {
         Ok(r) => r,

@@ -2,8 +2,9 @@
 //!
 //! - request bodies for `/v1/chat/completions` and `/v1/completions` ([`ClientConfig`]),
 //!   pre-serialized except for the prompt and `max_tokens`;
-//! - HTTP/1.1 over hyper with a keep-alive pool sized to the load, and a safe retry of
-//!   requests that a stale keep-alive connection provably never delivered;
+//! - its own HTTP/1.1 codec (module `http1`), run inside the request task (no connection task,
+//!   no channels), with a keep-alive pool sized to the load and a safe retry of requests that a
+//!   stale keep-alive connection provably never delivered;
 //! - a byte-exact incremental SSE parser ([`sse`]) and the interpretation of OpenAI chunks;
 //! - the timestamps of DESIGN §2, taken from the socket reads and writes themselves;
 //! - the error classes of DESIGN §2, with messages that name the flag to change;
@@ -19,6 +20,7 @@ mod config;
 mod conn;
 mod discover;
 mod error;
+mod http1;
 pub mod sse;
 mod stream;
 #[cfg(any(test, feature = "testkit"))]

@@ -586,9 +586,19 @@ async fn stale_keep_alive_connections_are_handled() {
     tokio::time::sleep(ms(120)).await;
     let r = send_one(&client, epoch).await.record;
     assert_eq!(r.error, None, "{:?}", r.error_message);
+    // Dropping a connection the server closed is not a retry: nothing was sent on it.
+    assert_eq!(r.retries, 0);
     assert_eq!(server.connections(), 2);
 
-    // The race where the stale connection is taken anyway: retried on a fresh one, counted.
+    // The race where the stale connection is taken anyway (the test hook skips the liveness
+    // check): the server reset it, so writing the request fails before any byte is answered;
+    // retried on a fresh connection and counted.
+    let opts = ServerOptions {
+        idle_close_after: Some(ms(30)),
+        idle_close_reset: true,
+        ..Default::default()
+    };
+    let server = TestServer::start_with(opts, |_| Stream::new(2).reply()).await;
     let client = Client::new(cfg(&server), None)
         .unwrap()
         .with_trusted_idle_connections();
@@ -598,7 +608,8 @@ async fn stale_keep_alive_connections_are_handled() {
     assert_eq!(r.error, None, "{:?}", r.error_message);
     assert_eq!(r.retries, 1);
     // Every request reached the server exactly once.
-    assert_eq!(server.log().len(), 4);
+    assert_eq!(server.log().len(), 2);
+    assert_eq!(server.connections(), 2);
 }
 
 #[tokio::test]
@@ -775,4 +786,273 @@ async fn discovery_and_preflight_errors() {
     let c = ClientConfig::new(server.url(), "test-model");
     let err = llmload_client::preflight(&c, None, true).await.unwrap_err();
     assert!(err.to_string().contains("--no-ignore-eos"), "{err}");
+}
+
+/// A whole HTTP response answered to every request, then the connection stays open or not.
+fn raw(bytes: &[u8], close: bool) -> Reply {
+    Reply::Raw {
+        bytes: bytes.to_vec(),
+        close,
+    }
+}
+
+const SSE_BODY: &str = "data: {\"choices\":[{\"delta\":{\"content\":\"a b\"}}]}\n\n\
+    data: {\"choices\":[{\"delta\":{\"content\":\"c\"},\"finish_reason\":\"stop\"}]}\n\n\
+    data: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":3}}\n\n\
+    data: [DONE]\n\n";
+
+#[tokio::test]
+async fn wire_framings_interim_responses_and_connection_close() {
+    // 100 Continue and 103 first, chunk extensions, odd chunk sizes, trailers: kept alive.
+    let mut r = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </x>\r\n\r\n\
+        HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+        .to_vec();
+    for piece in SSE_BODY.as_bytes().chunks(37) {
+        r.extend_from_slice(format!("{:X};name=\"v\"\r\n", piece.len()).as_bytes());
+        r.extend_from_slice(piece);
+        r.extend_from_slice(b"\r\n");
+    }
+    r.extend_from_slice(b"0\r\nX-Checksum: 1\r\nX-Other: 2\r\n\r\n");
+    let server = TestServer::start(move |_| raw(&r, false)).await;
+    let client = Client::new(cfg(&server), None).unwrap();
+    let epoch = Instant::now();
+    for _ in 0..3 {
+        let o = send_one(&client, epoch).await.record;
+        assert_eq!(o.error, None, "{:?}", o.error_message);
+        assert_eq!((o.output_events, o.output_tokens), (2, Some(3)));
+        assert_eq!(o.finish_reason.as_deref(), Some("stop"));
+    }
+    assert_eq!(server.connections(), 1);
+
+    // Connection: close with a length: each request on a new connection, all succeed.
+    let r = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{SSE_BODY}",
+        SSE_BODY.len()
+    );
+    let server = TestServer::start(move |_| raw(r.as_bytes(), true)).await;
+    let client = Client::new(cfg(&server), None).unwrap();
+    for _ in 0..3 {
+        let o = send_one(&client, epoch).await.record;
+        assert_eq!(o.error, None, "{:?}", o.error_message);
+        assert_eq!(o.output_tokens, Some(3));
+    }
+    assert_eq!(server.connections(), 3);
+    assert_eq!(client.idle_connections(), 0);
+
+    // An HTTP/1.0 server, non-streaming, body delimited by the close of the connection.
+    let body = json!({"choices":[{"message":{"content":"x y"},"finish_reason":"length"}],
+        "usage":{"prompt_tokens":2,"completion_tokens":2}})
+    .to_string();
+    let r = format!("HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n\r\n{body}");
+    let server = TestServer::start(move |_| raw(r.as_bytes(), true)).await;
+    let mut c = cfg(&server);
+    c.stream = false;
+    let client = Client::new(c, None).unwrap();
+    for _ in 0..2 {
+        let o = send_one(&client, epoch).await.record;
+        assert_eq!(o.error, None, "{:?}", o.error_message);
+        assert_eq!(o.output_tokens, Some(2));
+        assert_eq!(o.finish_reason.as_deref(), Some("length"));
+    }
+    assert_eq!(server.connections(), 2);
+}
+
+#[tokio::test]
+async fn malformed_framing_is_a_protocol_error_naming_it() {
+    let (c, m, _) = class_of(
+        raw(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\nxyz\r\n",
+            true,
+        ),
+        |_| {},
+    )
+    .await;
+    assert_eq!(c, Some(ErrorClass::Protocol), "{m}");
+    assert!(m.contains("invalid chunk size `xyz`"), "{m}");
+
+    let (c, m, _) = class_of(
+        raw(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nabcde",
+            true,
+        ),
+        |_| {},
+    )
+    .await;
+    assert_eq!(c, Some(ErrorClass::Protocol), "{m}");
+    assert!(m.contains("conflicting Content-Length"), "{m}");
+
+    let mut big = b"HTTP/1.1 200 OK\r\n".to_vec();
+    for i in 0..3000 {
+        big.extend_from_slice(format!("X-Filler-{i}: {}\r\n", "v".repeat(20)).as_bytes());
+    }
+    big.extend_from_slice(b"\r\n");
+    let (c, m, _) = class_of(raw(&big, true), |_| {}).await;
+    assert_eq!(c, Some(ErrorClass::Protocol), "{m}");
+    assert!(
+        m.contains("header fields") || m.contains("larger than 64 KiB"),
+        "{m}"
+    );
+
+    // A body cut short of its Content-Length: broken, not a protocol error.
+    let (c, m, _) = class_of(
+        raw(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 500\r\n\r\n{\"choices\":",
+            true,
+        ),
+        |c| c.stream = false,
+    )
+    .await;
+    assert_eq!(c, Some(ErrorClass::StreamBroken), "{m}");
+    assert!(m.contains("before the end of the body"), "{m}");
+}
+
+#[tokio::test]
+async fn requests_are_never_pipelined() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // A raw server that holds each answer for 30 ms and fails the test if any byte of a next
+    // request arrives before its answer was written.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let violations = Arc::new(AtomicU32::new(0));
+    let served = Arc::new(AtomicU32::new(0));
+    let (v2, s2) = (violations.clone(), served.clone());
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut sock, _)) = listener.accept().await else {
+                return;
+            };
+            let (v3, s3) = (v2.clone(), s2.clone());
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                loop {
+                    // One request: head, then its content-length body.
+                    let mut tmp = [0u8; 4096];
+                    let end = loop {
+                        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            let head = String::from_utf8_lossy(&buf[..i]).to_lowercase();
+                            let len: usize = head
+                                .lines()
+                                .find_map(|l| l.strip_prefix("content-length: "))
+                                .and_then(|v| v.trim().parse().ok())
+                                .unwrap_or(0);
+                            if buf.len() >= i + 4 + len {
+                                break i + 4 + len;
+                            }
+                        }
+                        match sock.read(&mut tmp).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&tmp[..n]),
+                        }
+                    };
+                    buf.drain(..end);
+                    if !buf.is_empty() {
+                        v3.fetch_add(1, Ordering::SeqCst);
+                    }
+                    // Anything arriving while the answer is held is a pipelined request.
+                    if let Ok(Ok(n)) = tokio::time::timeout(ms(30), sock.read(&mut tmp)).await {
+                        if n == 0 {
+                            return;
+                        }
+                        v3.fetch_add(1, Ordering::SeqCst);
+                        buf.extend_from_slice(&tmp[..n]);
+                    }
+                    let body = SSE_BODY;
+                    let resp = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: {}\r\n\r\n{body}",
+                        body.len()
+                    );
+                    s3.fetch_add(1, Ordering::SeqCst);
+                    if sock.write_all(resp.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let mut c = ClientConfig::new(
+        url::Url::parse(&format!("http://{addr}")).unwrap(),
+        "test-model",
+    );
+    c.max_connections = 2;
+    let client = Client::new(c, None).unwrap();
+    let epoch = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..6 {
+        let cl = client.clone();
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..3 {
+                let o = send_one(&cl, epoch).await.record;
+                assert_eq!(o.error, None, "{:?}", o.error_message);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(served.load(Ordering::SeqCst), 18);
+    assert_eq!(violations.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn reserved_headers_are_refused() {
+    let mut c = ClientConfig::new(url::Url::parse("http://127.0.0.1:9").unwrap(), "m");
+    c.headers = vec![("Content-Length".into(), "5".into())];
+    let e = Client::new(c, None).unwrap_err().to_string();
+    assert!(e.contains("--header `Content-Length`"), "{e}");
+}
+
+#[tokio::test]
+async fn an_answer_sent_before_the_body_was_read_is_reported() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // A server that refuses large bodies after reading the head only (413, then close with
+    // the body unread: the kernel resets the connection, so our write fails).
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut tmp = [0u8; 4096];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match sock.read(&mut tmp).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&tmp[..n]),
+                    }
+                }
+                let body =
+                    "{\"object\":\"error\",\"message\":\"request body too large\",\"code\":413}";
+                let _ = sock
+                    .write_all(
+                        format!(
+                            "HTTP/1.1 413 Payload Too Large\r\nContent-Type: application/json\r\n\
+                             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                            body.len()
+                        )
+                        .as_bytes(),
+                    )
+                    .await;
+            });
+        }
+    });
+    let c = ClientConfig::new(
+        url::Url::parse(&format!("http://{addr}")).unwrap(),
+        "test-model",
+    );
+    let client = Client::new(c, None).unwrap();
+    let prompt = "x".repeat(16 << 20);
+    let o = client
+        .send(
+            &RequestSpec::text(prompt, None, Some(4)),
+            Instant::now(),
+            &CancellationToken::new(),
+        )
+        .await
+        .record;
+    assert_eq!(o.retries, 0);
+    assert_eq!(o.error, Some(ErrorClass::Http4xx), "{:?}", o.error_message);
+    assert_eq!(o.status, Some(413));
+    assert!(
+        o.error_message.unwrap().contains("request body too large"),
+        "the server's message is kept"
+    );
 }

@@ -5,7 +5,7 @@ use crate::profile::Profile;
 use crate::sim::{Delivery, Sim, SimRequest};
 
 /// Server-side means over one load level, from the simulator's own `/metrics` histograms.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct LevelResult {
     pub streams: u32,
     pub requests: u64,
@@ -20,6 +20,10 @@ pub struct LevelResult {
     pub duration_s: f64,
     pub output_tokens_per_s: f64,
     pub requests_per_s: f64,
+    /// Non-empty buckets of `vllm:iteration_tokens_total` (upper bound, steps).
+    pub iteration_tokens_hist: Vec<(f64, u64)>,
+    /// Non-empty buckets of `vllm:time_to_first_token_seconds` (upper bound s, requests).
+    pub ttft_hist: Vec<(f64, u64)>,
 }
 
 fn unique_hashes(id: u64, prompt: u32, block: u32) -> Vec<u64> {
@@ -83,6 +87,12 @@ fn summarize(sim: &Sim, streams: u32, duration: f64, samples: &Samples) -> Level
         } else {
             0.0
         },
+        iteration_tokens_hist: m.iteration_tokens.buckets().filter(|b| b.1 > 0).collect(),
+        ttft_hist: m
+            .time_to_first_token
+            .buckets()
+            .filter(|b| b.1 > 0)
+            .collect(),
     }
 }
 
@@ -113,11 +123,49 @@ pub fn closed_loop(
     total: u64,
     seed: u64,
 ) -> LevelResult {
-    let mut sim = Sim::new(profile, api_servers, seed);
     let block = profile.scheduler.block_size;
+    closed_loop_with(profile, api_servers, streams, total, seed, |id| {
+        text_request(id, prompt, output, block)
+    })
+}
+
+/// A request of `text` unique text tokens plus one image of `width` x `height` pixels under
+/// the profile's vision rule (a text-only profile gets no image), exactly `output` tokens.
+pub fn image_request(
+    profile: &Profile,
+    id: u64,
+    text: u32,
+    width: u32,
+    height: u32,
+    output: u32,
+) -> SimRequest {
+    let (tokens, patches) = match &profile.vision {
+        Some(v) => crate::image::image_tokens(v, width, height),
+        None => (0, 0),
+    };
+    let mut r = text_request(id, text + tokens, output, profile.scheduler.block_size);
+    r.text_tokens = text;
+    if profile.vision.is_some() {
+        r.images = 1;
+        r.image_pixels = width as u64 * height as u64;
+        r.vision_patches = patches;
+    }
+    r
+}
+
+/// Closed loop with requests made by `make(id)`.
+pub fn closed_loop_with(
+    profile: &Profile,
+    api_servers: Option<u32>,
+    streams: u32,
+    total: u64,
+    seed: u64,
+    mut make: impl FnMut(u64) -> SimRequest,
+) -> LevelResult {
+    let mut sim = Sim::new(profile, api_servers, seed);
     let mut next_id = 1u64;
     for _ in 0..streams.min(total as u32) {
-        sim.submit(text_request(next_id, prompt, output, block));
+        sim.submit(make(next_id));
         next_id += 1;
     }
     let mut buf: Vec<Delivery> = Vec::new();
@@ -128,7 +176,7 @@ pub fn closed_loop(
         sim.drain_deliveries(&mut buf);
         for d in buf.drain(..) {
             if d.finish.is_some() && next_id <= total {
-                sim.submit(text_request(next_id, prompt, output, block));
+                sim.submit(make(next_id));
                 next_id += 1;
             }
         }

@@ -80,6 +80,11 @@ impl Histogram {
     pub fn sum(&self) -> f64 {
         self.sum
     }
+
+    /// `(upper bound, count in this bucket)` per finite bucket (not cumulative).
+    pub fn buckets(&self) -> impl Iterator<Item = (f64, u64)> + '_ {
+        self.bounds.iter().copied().zip(self.counts.iter().copied())
+    }
 }
 
 /// Engine-side metrics (the `vllm:` families).

@@ -119,6 +119,10 @@ pub struct Sim {
     next_worker: usize,
     latency_q: VecDeque<(f64, u64)>,
     step_end: Option<f64>,
+    /// Requests the front end handed to the engine core while a step was running: the engine
+    /// core's input queue, read between steps (vLLM's busy loop), so their queue time starts
+    /// when the step ends, not when they were sent.
+    inbox: Vec<EngineRequest>,
     reqs: IdMap<u64, ReqInfo>,
     rng: ChaCha8Rng,
     out_len: LogNormal<f64>,
@@ -162,6 +166,7 @@ impl Sim {
             next_worker: 0,
             latency_q: VecDeque::new(),
             step_end: None,
+            inbox: Vec::new(),
             reqs: IdMap::default(),
             rng: ChaCha8Rng::seed_from_u64(seed),
             out_len,
@@ -297,6 +302,8 @@ impl Sim {
             self.reqs.remove(&id);
             if let Some(f) = self.engine.abort(id) {
                 self.record_finished(&f, self.now, self.now);
+            } else {
+                self.inbox.retain(|r| r.id != id); // not yet read by the engine core
             }
         } else {
             info.aborted = true; // dropped when its input job completes
@@ -401,7 +408,7 @@ impl Sim {
                     return;
                 }
                 info.in_engine = true;
-                self.engine.add(*req, t);
+                self.inbox.push(*req);
                 self.maybe_start_step(t);
             }
             Job::Output { id, tokens, finish } => {
@@ -438,6 +445,10 @@ impl Sim {
         if self.step_end.is_some() || self.engine.step_in_flight() {
             return;
         }
+        // between steps the engine core reads its input queue: queue time starts now
+        for r in self.inbox.drain(..) {
+            self.engine.add(r, t);
+        }
         if let Some(stats) = self.engine.schedule(t) {
             let dt = self.model.step_ms(&stats.shape) / 1e3;
             self.step_end = Some(t + dt.max(1e-6));
@@ -452,13 +463,25 @@ impl Sim {
         if let Some(s) = &self.last_step {
             let m = &mut self.metrics;
             m.steps += 1;
-            m.iteration_tokens.observe(s.shape.tokens as f64);
             m.prefix_cache_queries += s.prefix_queries;
             m.prefix_cache_hits += s.prefix_hits;
             m.num_preemptions += s.preempted.len() as u64;
             self.preemptions += s.preempted.len() as u64;
         }
         self.metrics.generation_tokens += out.len() as u64;
+        // vLLM's iteration_tokens_total: one sample per step that produced output, counting
+        // the whole prompt of each request whose first token it produced plus the generated
+        // tokens (a prefill chunk without output is not observed)
+        if !out.is_empty() {
+            let prompts: u64 = out
+                .iter()
+                .filter(|o| o.first)
+                .map(|o| o.prompt_tokens as u64)
+                .sum();
+            self.metrics
+                .iteration_tokens
+                .observe((prompts + out.len() as u64) as f64);
+        }
         for o in out.iter() {
             let Some(info) = self.reqs.get_mut(&o.id) else {
                 continue;

@@ -363,7 +363,7 @@ async fn images_add_tokens_by_resolution() {
     .await;
     assert_eq!(s, 200, "{b}");
     let v: serde_json::Value = serde_json::from_str(&b).unwrap();
-    let text_only = 2 + 5 + 3; // "Describe" + template
+    let text_only = 1 + 5 + 3; // "Describe" (one cl100k_base token) + template
     assert_eq!(
         v["usage"]["prompt_tokens"].as_u64().unwrap(),
         196 + text_only

@@ -67,6 +67,8 @@ impl Served {
 pub struct ServerOptions {
     /// Close a kept-alive connection that stays idle this long (vLLM: 5 s).
     pub idle_close_after: Option<Duration>,
+    /// Close idle connections abortively (a TCP reset, as some proxies do) instead of with FIN.
+    pub idle_close_reset: bool,
     /// Models listed at GET /v1/models.
     pub models: Vec<String>,
     /// Answer 401 unless `Authorization: Bearer <key>`.
@@ -77,6 +79,7 @@ impl Default for ServerOptions {
     fn default() -> Self {
         Self {
             idle_close_after: None,
+            idle_close_reset: false,
             models: vec!["test-model".into()],
             require_key: None,
         }
@@ -250,6 +253,10 @@ async fn serve_conn(mut sock: TcpStream, id: u64, shared: Arc<Shared>) {
         };
         let Some((method, path, headers, body)) = read_request(&mut sock, &mut buf, idle).await
         else {
+            if shared.opts.idle_close_reset {
+                // Dropped with SO_LINGER 0: the kernel sends a reset instead of a FIN.
+                let _ = sock.set_zero_linger();
+            }
             return;
         };
         let t_received = Instant::now();
