@@ -1,16 +1,25 @@
 //! Gateway overhead benchmark: the same streaming backend measured directly and through the
-//! gateway, open-loop at a fixed rate (added latency), then closed-loop for peak throughput.
+//! gateway, open-loop at a fixed rate (added latency; targets alternate over several rounds so
+//! they share the machine's noise), then closed-loop for peak throughput. The proxy's own CPU
+//! time is read from /proc around each phase (the in-process gateway's runtime threads, or a
+//! process given by pid), which gives its CPU cost per streamed request.
 //!
-//! Environment knobs: BENCH_SECS (per phase, default 5), BENCH_RATE (req/s, default 1000),
-//! BENCH_CONC (closed-loop concurrency, default 64), BENCH_TOKENS (chunks per stream, default
-//! 8), BENCH_BACKEND_ADDR (bind the test backend there, e.g. to point LiteLLM at it),
-//! BENCH_EXTRA_TARGET (another proxy's base URL, e.g. http://127.0.0.1:4000, measured in the
-//! same run), BENCH_EXTRA_MODEL (model name to send to it, default mock-model),
-//! BENCH_EXTRA_KEY (bearer key for it), BENCH_CLIENT_THREADS (worker threads shared by the
-//! load client and the test backend, default 2), BENCH_GATEWAY_URL (measure an already running gateway,
-//! e.g. the `gateway` example pinned to two cores, instead of one spawned in-process; start it
-//! with `--backend http://$BENCH_BACKEND_ADDR`), BENCH_ONLY_BACKEND=1 (serve the test backend on
-//! BENCH_BACKEND_ADDR for BENCH_SECS seconds and do nothing else).
+//! Environment knobs:
+//! - BENCH_SECS (per phase, default 5), BENCH_ROUNDS (open-loop rounds, default 3),
+//!   BENCH_RATE (req/s, default 1000), BENCH_CONC (closed-loop concurrency, default 64),
+//!   BENCH_TOKENS (chunks per stream, default 8), BENCH_CLIENT_THREADS (worker threads shared
+//!   by the load client and the in-process backend, default 2), BENCH_GATEWAY_THREADS (the
+//!   in-process gateway's runtime, default 2).
+//! - Backend: the in-process mock (no delay; BENCH_BACKEND_ADDR binds it at a fixed address,
+//!   BENCH_ONLY_BACKEND=1 serves it for BENCH_SECS and does nothing else), or an external one
+//!   with BENCH_BACKEND_URL (e.g. `llmload sim --speedup 100`); BENCH_MODEL names the model
+//!   (default mock-model).
+//! - Gateway: in-process on its own runtime, or an external one with BENCH_GATEWAY_URL (start
+//!   it with `--backend <the backend>`), BENCH_GATEWAY_PID for its CPU time.
+//! - A third proxy measured in the same run: BENCH_EXTRA_TARGET (base URL, e.g. LiteLLM on
+//!   http://127.0.0.1:4000), BENCH_EXTRA_NAME (row label, default extra), BENCH_EXTRA_MODEL,
+//!   BENCH_EXTRA_KEY (bearer key), BENCH_EXTRA_PID (for its CPU time), BENCH_EXTRA_RATE and
+//!   BENCH_EXTRA_CONC (its own open-loop rate and closed-loop concurrency, default the same).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -145,15 +154,88 @@ async fn closed_loop(c: &C, t: &Arc<Target>, conc: usize, secs: f64) -> (u64, u6
     (ok, err, start.elapsed().as_secs_f64())
 }
 
+/// `/proc/loadavg` (first three fields), to print with every run.
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "n/a".into())
+}
+
+fn clock_ticks() -> f64 {
+    // USER_HZ is 100 on every Linux this runs on; `getconf CLK_TCK` would say otherwise.
+    env("BENCH_CLK_TCK", 100.0)
+}
+
+/// utime + stime in seconds from the text of a `/proc/.../stat` file.
+fn stat_cpu_secs(stat: &str) -> Option<f64> {
+    // Fields after the command name (which may hold spaces) in parentheses.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // rest[0] is field 3 (state); utime is field 14, stime 15.
+    let utime: f64 = f.get(11)?.parse().ok()?;
+    let stime: f64 = f.get(12)?.parse().ok()?;
+    Some((utime + stime) / clock_ticks())
+}
+
+/// Where the CPU time of a proxy under test is read.
+#[derive(Clone)]
+enum CpuProbe {
+    /// The threads of this process whose name is `gateway` (the in-process gateway runtime).
+    Threads(&'static str),
+    /// A whole process (an external gateway, LiteLLM).
+    Pid(u32),
+    None,
+}
+
+impl CpuProbe {
+    fn read(&self) -> Option<f64> {
+        match self {
+            CpuProbe::Threads(name) => {
+                let mut sum = 0.0;
+                for e in std::fs::read_dir("/proc/self/task").ok()? {
+                    let dir = e.ok()?.path();
+                    let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+                    if comm.trim() == *name {
+                        sum += stat_cpu_secs(&std::fs::read_to_string(dir.join("stat")).ok()?)?;
+                    }
+                }
+                Some(sum)
+            }
+            CpuProbe::Pid(pid) => {
+                stat_cpu_secs(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+            }
+            CpuProbe::None => None,
+        }
+    }
+}
+
+fn cpu_note(probe: &CpuProbe, before: Option<f64>, requests: u64, wall: f64) -> String {
+    match (before, probe.read()) {
+        (Some(a), Some(b)) if requests > 0 => {
+            let cpu = b - a;
+            let per = cpu / requests as f64;
+            format!(
+                "proxy CPU {:.2} s = {:.0} us/request, {:.0} % of one core; 2 dedicated cores => ~{:.0} req/s",
+                cpu,
+                per * 1e6,
+                cpu / wall * 100.0,
+                2.0 / per
+            )
+        }
+        _ => String::new(),
+    }
+}
+
 fn main() {
     let secs: f64 = env("BENCH_SECS", 5.0);
     let rate: f64 = env("BENCH_RATE", 1000.0);
     let conc: usize = env("BENCH_CONC", 64);
     let tokens: u32 = env("BENCH_TOKENS", 8);
+    let rounds: usize = env("BENCH_ROUNDS", 3);
     // Backend and load client share one runtime; the gateway gets its own, as in production
     // where it is a separate process.
     let gw_rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(env("BENCH_GATEWAY_THREADS", 2))
         .enable_all()
         .thread_name("gateway")
         .build()
@@ -166,33 +248,41 @@ fn main() {
         .expect("client runtime");
     let gw_handle = gw_rt.handle().clone();
     rt.block_on(async move {
-        let addr = std::env::var("BENCH_BACKEND_ADDR")
-            .ok()
-            .and_then(|a| a.parse().ok())
-            .unwrap_or_else(|| "127.0.0.1:0".parse().expect("literal"));
-        let backend = MockBackend::start_on(addr, MockConfig { default_tokens: tokens, ..MockConfig::default() })
-            .await
-            .expect("backend");
-        if std::env::var("BENCH_ONLY_BACKEND").is_ok() {
-            println!("backend on {}", backend.url());
-            tokio::time::sleep(Duration::from_secs_f64(secs)).await;
-            return;
-        }
-        let cfg = GatewayConfig {
-            listen: "127.0.0.1:0".parse().expect("literal"),
-            backends: vec![BackendConfig::new(backend.url())],
-            max_in_flight_per_backend: 4096,
-            ..GatewayConfig::default()
+        println!(
+            "# gateway bench: {} cpus, load average {} at start",
+            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+            loadavg()
+        );
+        // The backend: the in-process mock (no delay), or an external server
+        // (`llmload sim --speedup 100`, llmload-client's `fast_server`).
+        let external_backend = std::env::var("BENCH_BACKEND_URL").ok();
+        let mock = if external_backend.is_none() {
+            let addr = std::env::var("BENCH_BACKEND_ADDR")
+                .ok()
+                .and_then(|a| a.parse().ok())
+                .unwrap_or_else(|| "127.0.0.1:0".parse().expect("literal"));
+            let m = MockBackend::start_on(addr, MockConfig { default_tokens: tokens, ..MockConfig::default() })
+                .await
+                .expect("backend");
+            if std::env::var("BENCH_ONLY_BACKEND").is_ok() {
+                println!("backend on {}", m.url());
+                tokio::time::sleep(Duration::from_secs_f64(secs)).await;
+                return;
+            }
+            Some(m)
+        } else {
+            None
         };
-        let gw = gw_handle
-            .spawn(async move { llmload_gateway::spawn(cfg).await })
-            .await
-            .expect("join")
-            .expect("gateway");
+        let backend_url = external_backend
+            .map(|u| u.trim_end_matches('/').to_string())
+            .or_else(|| mock.as_ref().map(|m| m.url()))
+            .expect("either an external backend or the mock");
+        let model: String = env("BENCH_MODEL", "mock-model".to_string());
+        println!("# backend {backend_url} (model {model})");
         let c: C = Client::builder(TokioExecutor::new())
             .pool_max_idle_per_host(4096)
             .build_http();
-        let gw_url = match std::env::var("BENCH_GATEWAY_URL") {
+        let (gw_url, gw_probe, gw) = match std::env::var("BENCH_GATEWAY_URL") {
             Ok(u) => {
                 let u = u.trim_end_matches('/').to_string();
                 // Wait until the external gateway sees the backend.
@@ -203,39 +293,96 @@ fn main() {
                     }
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
-                u
+                let probe = match env("BENCH_GATEWAY_PID", 0u32) {
+                    0 => CpuProbe::None,
+                    pid => CpuProbe::Pid(pid),
+                };
+                (u, probe, None)
             }
-            Err(_) => format!("http://{}", gw.addr),
+            Err(_) => {
+                let cfg = GatewayConfig {
+                    listen: "127.0.0.1:0".parse().expect("literal"),
+                    backends: vec![BackendConfig::new(backend_url.clone())],
+                    max_in_flight_per_backend: 4096,
+                    queue_size: 4096,
+                    ..GatewayConfig::default()
+                };
+                let gw = gw_handle
+                    .spawn(async move { llmload_gateway::spawn(cfg).await })
+                    .await
+                    .expect("join")
+                    .expect("gateway");
+                (format!("http://{}", gw.addr), CpuProbe::Threads("gateway"), Some(gw))
+            }
         };
-        let body = Bytes::from(
-            serde_json::json!({"model":"mock-model","messages":[{"role":"user","content":"Say hello"}],
-                               "max_tokens": tokens, "stream": true})
-            .to_string(),
-        );
+        let body_for = |model: &str| {
+            Bytes::from(
+                serde_json::json!({"model": model, "messages":[{"role":"user","content":"Say hello"}],
+                                   "max_tokens": tokens, "stream": true})
+                .to_string(),
+            )
+        };
         let mut targets = vec![
-            Arc::new(Target { name: "direct".into(), url: format!("{}/v1/chat/completions", backend.url()), body: body.clone(), key: None }),
-            Arc::new(Target { name: "gateway".into(), url: format!("{gw_url}/v1/chat/completions"), body: body.clone(), key: None }),
+            (Arc::new(Target { name: "direct".into(), url: format!("{backend_url}/v1/chat/completions"), body: body_for(&model), key: None }), CpuProbe::None),
+            (Arc::new(Target { name: "gateway".into(), url: format!("{gw_url}/v1/chat/completions"), body: body_for(&model), key: None }), gw_probe),
         ];
         if let Ok(extra) = std::env::var("BENCH_EXTRA_TARGET") {
-            let model: String = env("BENCH_EXTRA_MODEL", "mock-model".to_string());
-            let b = serde_json::json!({"model": model, "messages":[{"role":"user","content":"Say hello"}],
-                                        "max_tokens": tokens, "stream": true}).to_string();
-            targets.push(Arc::new(Target {
-                name: "extra".into(),
-                url: format!("{}/v1/chat/completions", extra.trim_end_matches('/')),
-                body: Bytes::from(b),
-                key: std::env::var("BENCH_EXTRA_KEY").ok(),
-            }));
+            let m: String = env("BENCH_EXTRA_MODEL", model.clone());
+            let probe = match env("BENCH_EXTRA_PID", 0u32) {
+                0 => CpuProbe::None,
+                pid => CpuProbe::Pid(pid),
+            };
+            targets.push((
+                Arc::new(Target {
+                    name: env("BENCH_EXTRA_NAME", "extra".to_string()),
+                    url: format!("{}/v1/chat/completions", extra.trim_end_matches('/')),
+                    body: body_for(&m),
+                    key: std::env::var("BENCH_EXTRA_KEY").ok(),
+                }),
+                probe,
+            ));
         }
+        let extra_rate: f64 = env("BENCH_EXTRA_RATE", rate);
+        let extra_conc: usize = env("BENCH_EXTRA_CONC", conc);
         // Warm-up: connections and allocator.
-        for t in &targets {
-            let _ = open_loop(&c, t, 200.0, 1.0).await;
+        for (t, _) in &targets {
+            let r = if t.name == "direct" || t.name == "gateway" { 200.0 } else { extra_rate.min(200.0) };
+            let _ = open_loop(&c, t, r, 1.0).await;
         }
-        println!("# open loop at {rate} req/s for {secs} s per target, {tokens} chunks per stream");
-        println!("target     achieved_rps  errors  ttfb_p50_ms  ttfb_p99_ms  total_p50_ms  total_p99_ms");
+        println!(
+            "# open loop at {rate} req/s for {secs} s per target and round, {rounds} rounds (targets alternate), {tokens} chunks per stream"
+        );
+        println!("round target     achieved_rps  errors  ttfb_p50_ms  ttfb_p99_ms  total_p50_ms  total_p99_ms  load");
+        let mut pooled: Vec<Sample> = targets.iter().map(|_| Sample::default()).collect();
+        for round in 0..rounds {
+            for (i, (t, probe)) in targets.iter().enumerate() {
+                let r = if i < 2 { rate } else { extra_rate };
+                let before = probe.read();
+                let start = Instant::now();
+                let (mut s, achieved) = open_loop(&c, t, r, secs).await;
+                let cpu = cpu_note(probe, before, s.ttfb.len() as u64 + s.errors, start.elapsed().as_secs_f64());
+                println!(
+                    "{:>5} {:<10} {:>12.0}  {:>6}  {:>11.3}  {:>11.3}  {:>12.3}  {:>12.3}  {}  {}",
+                    round,
+                    t.name,
+                    achieved,
+                    s.errors,
+                    pct(&mut s.ttfb, 50.0) * 1e3,
+                    pct(&mut s.ttfb, 99.0) * 1e3,
+                    pct(&mut s.total, 50.0) * 1e3,
+                    pct(&mut s.total, 99.0) * 1e3,
+                    loadavg(),
+                    cpu
+                );
+                pooled[i].ttfb.extend(s.ttfb);
+                pooled[i].total.extend(s.total);
+                pooled[i].errors += s.errors;
+            }
+        }
+        println!("# pooled over rounds");
         let mut res = Vec::new();
-        for t in &targets {
-            let (mut s, achieved) = open_loop(&c, t, rate, secs).await;
+        for (i, (t, _)) in targets.iter().enumerate() {
+            let s = &mut pooled[i];
             let row = (
                 pct(&mut s.ttfb, 50.0) * 1e3,
                 pct(&mut s.ttfb, 99.0) * 1e3,
@@ -243,12 +390,12 @@ fn main() {
                 pct(&mut s.total, 99.0) * 1e3,
             );
             println!(
-                "{:<10} {:>12.0}  {:>6}  {:>11.3}  {:>11.3}  {:>12.3}  {:>12.3}",
-                t.name, achieved, s.errors, row.0, row.1, row.2, row.3
+                "  all {:<10} {:>12}  {:>6}  {:>11.3}  {:>11.3}  {:>12.3}  {:>12.3}",
+                t.name, s.ttfb.len(), s.errors, row.0, row.1, row.2, row.3
             );
             res.push(row);
         }
-        for (i, t) in targets.iter().enumerate().skip(1) {
+        for (i, (t, _)) in targets.iter().enumerate().skip(1) {
             println!(
                 "added by {:<8}: ttfb p50 {:+.3} ms, p99 {:+.3} ms; total p50 {:+.3} ms, p99 {:+.3} ms",
                 t.name,
@@ -259,11 +406,28 @@ fn main() {
             );
         }
         println!("# closed loop, concurrency {conc}, {secs} s per target");
-        for t in &targets {
-            let (ok, err, dur) = closed_loop(&c, t, conc, secs).await;
-            println!("{:<10} {:>8.0} streamed req/s  ({} ok, {} errors)", t.name, ok as f64 / dur, ok, err);
+        for (i, (t, probe)) in targets.iter().enumerate() {
+            let n = if i < 2 { conc } else { extra_conc };
+            let before = probe.read();
+            let (ok, err, dur) = closed_loop(&c, t, n, secs).await;
+            println!(
+                "{:<10} conc {:>4} {:>8.0} streamed req/s  ({} ok, {} errors)  load {}  {}",
+                t.name,
+                n,
+                ok as f64 / dur,
+                ok,
+                err,
+                loadavg(),
+                cpu_note(probe, before, ok + err, dur)
+            );
         }
-        println!("backend saw {} requests, {} aborted", backend.received(), backend.aborted());
+        if let Some(m) = &mock {
+            println!("backend saw {} requests, {} aborted", m.received(), m.aborted());
+        }
+        println!("# load average {} at end", loadavg());
+        if let Some(gw) = gw {
+            let _ = gw_handle.spawn(gw.shutdown()).await;
+        }
     });
     drop(gw_rt);
 }

@@ -13,6 +13,9 @@ use std::time::{Duration, Instant};
 use llmload_sim::{Profile, SimConfig, spawn};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+/// Connection set-ups in flight at once (below the listen backlog of 1,024).
+const CONNECTING: usize = 256;
+
 fn arg(i: usize, default: f64) -> f64 {
     std::env::args()
         .filter(|a| !a.starts_with('-'))
@@ -24,7 +27,14 @@ fn arg(i: usize, default: f64) -> f64 {
 async fn one_stream(
     addr: std::net::SocketAddr,
     body: &'static str,
+    connecting: std::sync::Arc<tokio::sync::Semaphore>,
 ) -> Result<(u64, u64, Duration), String> {
+    // at most CONNECTING connection set-ups at once: 10,000 simultaneous SYNs overflow the
+    // listen backlog and the dropped ones retry after 1 s and 3 s, which measures the kernel
+    let permit = connecting
+        .acquire_owned()
+        .await
+        .map_err(|e| e.to_string())?;
     let mut s = tokio::net::TcpStream::connect(addr)
         .await
         .map_err(|e| e.to_string())?;
@@ -36,6 +46,7 @@ async fn one_stream(
     s.write_all(req.as_bytes())
         .await
         .map_err(|e| e.to_string())?;
+    drop(permit);
     let mut buf = vec![0u8; 64 * 1024];
     let mut tail: Vec<u8> = Vec::with_capacity(8192);
     let mut bytes = 0u64;
@@ -80,8 +91,9 @@ async fn client(addr: std::net::SocketAddr, streams: usize, tokens: u32) {
     );
     let start = Instant::now();
     let mut set = tokio::task::JoinSet::new();
+    let connecting = std::sync::Arc::new(tokio::sync::Semaphore::new(CONNECTING));
     for _ in 0..streams {
-        set.spawn(one_stream(addr, body));
+        set.spawn(one_stream(addr, body, connecting.clone()));
     }
     let (mut total, mut bytes, mut errors, mut ok) = (0u64, 0u64, 0u64, 0u64);
     let mut ttfb = Vec::with_capacity(streams);
@@ -113,6 +125,42 @@ async fn client(addr: std::net::SocketAddr, streams: usize, tokens: u32) {
     );
 }
 
+/// CPU seconds (user + system) of this process and, when `thread` is given, of its thread with
+/// that name, from /proc (Linux; None elsewhere). Clock ticks are taken as 100 per second.
+fn cpu_seconds(thread: Option<&str>) -> (Option<f64>, Option<f64>) {
+    fn ticks(stat: &str) -> Option<f64> {
+        let rest = &stat[stat.rfind(')')? + 2..];
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let u: f64 = f.get(11)?.parse().ok()?;
+        let s: f64 = f.get(12)?.parse().ok()?;
+        Some((u + s) / 100.0)
+    }
+    let own = std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| ticks(&s));
+    let mut th = None;
+    if let (Some(name), Ok(dir)) = (thread, std::fs::read_dir("/proc/self/task")) {
+        for e in dir.flatten() {
+            let comm = std::fs::read_to_string(e.path().join("comm")).unwrap_or_default();
+            if name.starts_with(comm.trim())
+                && !comm.trim().is_empty()
+                && let Some(t) = std::fs::read_to_string(e.path().join("stat"))
+                    .ok()
+                    .and_then(|s| ticks(&s))
+            {
+                th = Some(th.unwrap_or(0.0) + t);
+            }
+        }
+    }
+    (own, th)
+}
+
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "n/a".into())
+}
+
 fn main() {
     let streams = arg(1, 10_000.0) as usize;
     let tokens = arg(2, 200.0) as u32;
@@ -130,6 +178,9 @@ fn main() {
     if let Ok(addr) = std::env::var("LLMLOAD_SIM_BENCH_CLIENT") {
         let addr = addr.parse().expect("address from the parent");
         rt.block_on(client(addr, streams, tokens));
+        if let (Some(cpu), _) = cpu_seconds(None) {
+            println!("client: {cpu:.2} CPU seconds");
+        }
         return;
     }
     rt.block_on(async move {
@@ -141,24 +192,79 @@ fn main() {
         p.model.max_model_len = 8192;
         let cfg = SimConfig { profile: p, speedup, seed: 1, api_servers: Some(8), ..SimConfig::default() };
         let h = spawn(cfg).await.expect("spawn simulator");
+        println!("load average before: {}", load_average());
+        // the engine thread names itself once it runs: wait for it
+        let (mut cpu0, mut eng0) = cpu_seconds(Some("llmload-sim-engine"));
+        for _ in 0..100 {
+            if eng0.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+            (cpu0, eng0) = cpu_seconds(Some("llmload-sim-engine"));
+        }
         let exe = std::env::current_exe().expect("own executable");
         let mut child = tokio::process::Command::new(exe)
             .args(std::env::args().skip(1))
             .env("LLMLOAD_SIM_BENCH_CLIENT", h.addr.to_string())
             .spawn()
             .expect("start the client process");
-        let st = child.wait().await.expect("client process");
+        // where the worst lateness happens (start-up connection storm, steady state, ...)
+        let t0 = Instant::now();
+        let mut last_max = 0.0;
+        let st = loop {
+            if let Some(st) = child.try_wait().expect("client process") {
+                break st;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let c = h.clock_stats();
+            if c.max_late_s > last_max + 0.05 {
+                let (g, k) = (h.gauges(), h.counters());
+                println!(
+                    "  new max lateness {:.1} ms at {:.2} s ({} requests in the server, {} running, {} steps, {} tokens so far)",
+                    c.max_late_s * 1e3,
+                    t0.elapsed().as_secs_f64(),
+                    h.in_flight(),
+                    g.running,
+                    k.steps,
+                    k.generation_tokens
+                );
+                last_max = c.max_late_s;
+            }
+        };
+        let (cpu1, eng1) = cpu_seconds(Some("llmload-sim-engine"));
         let clock = h.clock_stats();
         let c = h.counters();
+        let diff = |a: Option<f64>, b: Option<f64>| match (a, b) {
+            (Some(a), Some(b)) => format!("{:.2}", b - a),
+            _ => "n/a".into(),
+        };
         println!(
-            "server: speedup {speedup}, client exit {st}; engine steps {}, {:.0} tokens/step, {} tokens generated; \
-             step clock: {} events checked, mean {:.3} ms, max {:.3} ms late",
+            "server: speedup {speedup}, client exit {st}; engine steps {}, {:.0} tokens/step, {} tokens generated, {} requests finished",
             c.steps,
             c.generation_tokens as f64 / c.steps.max(1) as f64,
             c.generation_tokens,
+            c.finished_length + c.finished_stop,
+        );
+        println!(
+            "server: {} CPU seconds (engine thread {}); load average after: {}",
+            diff(cpu0, cpu1),
+            diff(eng0, eng1),
+            load_average()
+        );
+        println!(
+            "step clock lateness: {} samples, mean {:.3} ms, p99 {:.3} ms, max {:.3} ms, {} over 1 ms",
             clock.wakeups,
             clock.mean_late_s * 1e3,
-            clock.max_late_s * 1e3
+            clock.p99_late_s * 1e3,
+            clock.max_late_s * 1e3,
+            clock.over_1ms
+        );
+        println!(
+            "engine thread sleeps: {}, woke after its deadline by mean {:.3} ms, p99 {:.3} ms, max {:.3} ms (the OS's share of the lateness)",
+            clock.sleeps,
+            clock.oversleep_mean_s * 1e3,
+            clock.oversleep_p99_s * 1e3,
+            clock.oversleep_max_s * 1e3
         );
         h.shutdown().await.ok();
     });

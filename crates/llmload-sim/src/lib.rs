@@ -208,6 +208,8 @@ pub async fn spawn(cfg: SimConfig) -> Result<SimHandle, SimError> {
         return Err(SimError::Config("--api-servers must be at least 1".into()));
     }
     cfg.faults.validate().map_err(SimError::Config)?;
+    // Build the BPE encoder (~0.35 s) in the background now rather than in the first request.
+    drop(tokio::task::spawn_blocking(tokenize::warm_up));
     let listener = tokio::net::TcpListener::bind(cfg.addr)
         .await
         .map_err(|e| SimError::Bind {

@@ -65,7 +65,16 @@ impl Histogram {
     }
 
     pub fn observe(&mut self, v: f64) {
-        let i = self.bounds.partition_point(|&b| b < v);
+        // the first bound >= v (as partition_point(|b| b < v)); a linear scan: observations
+        // cluster in the low buckets, where it ends after a step or two
+        let i = if v.is_nan() {
+            0
+        } else {
+            self.bounds
+                .iter()
+                .position(|&b| b >= v)
+                .unwrap_or(self.bounds.len())
+        };
         if i < self.counts.len() {
             self.counts[i] += 1;
         }

@@ -16,15 +16,14 @@ use bytes::BytesMut;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::{Value, json};
-use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
 
 use crate::engine::{FinishReason, block_hashes};
 use crate::faults::Faults;
 use crate::image::{image_tokens, probe_data_url};
 use crate::metrics::{ExpositionInput, HttpMetrics, render};
 use crate::profile::Profile;
-use crate::runtime::Runtime;
-use crate::sim::{Delivery, SimRequest};
+use crate::runtime::{Deliveries, Runtime, Update};
+use crate::sim::SimRequest;
 use crate::tokenize;
 
 const VOCAB: usize = 4096;
@@ -729,15 +728,14 @@ async fn generate(st: Arc<AppState>, body: Bytes, chat: bool) -> Response {
         vision_patches: prompt.vision_patches,
         images_cached: prompt.images_cached,
     };
-    let (tx, rx) = unbounded_channel();
-    if !st.rt.submit(req, tx) {
+    let Some(rx) = st.rt.submit(req) else {
         return error(
             StatusCode::SERVICE_UNAVAILABLE,
             "ServiceUnavailableError",
             "the simulator is shutting down",
             None,
         );
-    }
+    };
     let guard = AbortGuard {
         rt: st.rt.clone(),
         id,
@@ -754,6 +752,7 @@ async fn generate(st: Arc<AppState>, body: Bytes, chat: bool) -> Response {
             stall,
             finished: false,
             cut_error: None,
+            buf: BytesMut::new(),
         };
         let body = Body::from_stream(futures_util::stream::unfold(state, next_frame));
         let mut r = Response::new(body);
@@ -839,7 +838,7 @@ impl RenderCtx {
     }
 
     /// Appends the SSE events for one delivery.
-    fn events(&mut self, vocab: &[String], d: &Delivery, out: &mut BytesMut) {
+    fn events(&mut self, vocab: &[String], d: &Update, out: &mut BytesMut) {
         let first = self.tokens == 0;
         if self.opts.chat && first {
             out.extend_from_slice(b"data: ");
@@ -920,7 +919,10 @@ impl std::fmt::Write for ByteWriter<'_> {
 }
 
 struct StreamState {
-    rx: UnboundedReceiver<Delivery>,
+    rx: Deliveries,
+    /// Rendering buffer, reused: each frame is split off it (its allocation comes back once
+    /// hyper has written and dropped the earlier frames).
+    buf: BytesMut,
     guard: AbortGuard,
     ctx: RenderCtx,
     st: Arc<AppState>,
@@ -943,7 +945,7 @@ async fn next_frame(mut s: StreamState) -> Option<(Result<Bytes, std::io::Error>
         return None;
     }
     let first = s.rx.recv().await?;
-    let mut out = BytesMut::with_capacity(512);
+    s.buf.reserve(1024);
     let mut pending = Some(first);
     while let Some(mut d) = pending.take() {
         if let Some(n) = s.cut
@@ -956,15 +958,15 @@ async fn next_frame(mut s: StreamState) -> Option<(Result<Bytes, std::io::Error>
                 if keep > 0 {
                     d.tokens = keep;
                     d.finish = None;
-                    s.ctx.events(&s.st.vocab, &d, &mut out);
+                    s.ctx.events(&s.st.vocab, &d, &mut s.buf);
                 }
                 s.finished = true;
                 let err = std::io::Error::other("injected fault: stream cut");
-                if out.is_empty() {
+                if s.buf.is_empty() {
                     return Some((Err(err), s));
                 }
                 s.cut_error = Some(err);
-                return Some((Ok(out.freeze()), s));
+                return Some((Ok(s.buf.split().freeze()), s));
             }
         }
         if let Some((after, ms)) = s.stall
@@ -976,19 +978,19 @@ async fn next_frame(mut s: StreamState) -> Option<(Result<Bytes, std::io::Error>
                 tokio::time::sleep(wall).await;
             }
         }
-        s.ctx.events(&s.st.vocab, &d, &mut out);
+        s.ctx.events(&s.st.vocab, &d, &mut s.buf);
         if d.finish.is_some() {
             s.finished = true;
             s.guard.done = true;
             break;
         }
-        pending = s.rx.try_recv().ok();
+        pending = s.rx.try_recv();
     }
-    Some((Ok(out.freeze()), s))
+    Some((Ok(s.buf.split().freeze()), s))
 }
 
 async fn non_stream(
-    mut rx: UnboundedReceiver<Delivery>,
+    mut rx: Deliveries,
     mut guard: AbortGuard,
     mut ctx: RenderCtx,
     st: &AppState,
@@ -1059,4 +1061,110 @@ pub(crate) async fn serve(
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
+    use std::time::{Duration, Instant};
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use crate::{Profile, SimConfig, spawn};
+
+    /// At low load (one stream, real time) the client sees every token at its step time: the
+    /// wall-clock cadence of the SSE events matches the simulator's own inter-token latency
+    /// (no token held back by the mailbox or its wake-up path), and no token is lost.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn low_load_client_sees_each_token_at_its_step_time() {
+        let cfg = SimConfig {
+            profile: Profile::builtin("qwen3-4b-fp8").unwrap(),
+            speedup: 1.0,
+            seed: 3,
+            ..SimConfig::default()
+        };
+        let h = spawn(cfg).await.unwrap();
+        let n = 48u32;
+        let body = format!(
+            "{{\"messages\":[{{\"role\":\"user\",\"content\":\"timing\"}}],\"max_tokens\":{n},\"ignore_eos\":true,\"stream\":true,\"stream_options\":{{\"include_usage\":true,\"continuous_usage_stats\":true}}}}"
+        );
+        let mut s = tokio::net::TcpStream::connect(h.addr).await.unwrap();
+        s.set_nodelay(true).unwrap();
+        let req = format!(
+            "POST /v1/chat/completions HTTP/1.1\r\nhost: t\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        s.write_all(req.as_bytes()).await.unwrap();
+        // (wall time, completion tokens so far) of every content event
+        let mut seen: Vec<(Instant, u64)> = Vec::new();
+        let mut text = String::new();
+        let mut buf = vec![0u8; 1 << 16];
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !text.contains("data: [DONE]") {
+            let k = tokio::time::timeout_at(deadline.into(), s.read(&mut buf))
+                .await
+                .expect("stream finishes in time")
+                .unwrap();
+            assert!(k > 0, "connection closed early: {text}");
+            let now = Instant::now();
+            text.push_str(std::str::from_utf8(&buf[..k]).unwrap());
+            while let Some(i) = text.find("\n\n") {
+                let ev: String = text.drain(..i + 2).collect();
+                if let Some(j) = ev.find("\"completion_tokens\":")
+                    && ev.contains("\"delta\":{\"content\":\"")
+                    && !ev.contains("\"content\":\"\"")
+                {
+                    let digits: String = ev[j + 20..]
+                        .chars()
+                        .take_while(char::is_ascii_digit)
+                        .collect();
+                    seen.push((now, digits.parse().unwrap()));
+                }
+                if ev.contains("[DONE]") {
+                    text.push_str("data: [DONE]");
+                }
+            }
+        }
+        assert_eq!(seen.last().unwrap().1, n as u64, "every token delivered");
+        let (t0, c0) = seen[0];
+        // one stream: the ITL observations telescope to last delivery - first delivery
+        let itl_sum = h
+            .state
+            .rt
+            .with_sim(|sim| sim.metrics().inter_token_latency.sum());
+        let itl = itl_sum / (n as u64 - c0) as f64;
+        assert!(
+            itl > 1e-3,
+            "a real-time decode step takes milliseconds: {itl}"
+        );
+        // each event's offset from the first against the simulator's own cadence; the first
+        // event's own delay (a constant offset) is taken out with the median
+        let offsets: Vec<f64> = seen
+            .iter()
+            .map(|(t, c)| t.duration_since(t0).as_secs_f64() - (c - c0) as f64 * itl)
+            .collect();
+        let mut sorted = offsets.clone();
+        sorted.sort_by(f64::total_cmp);
+        let center = sorted[sorted.len() / 2];
+        let mut errs: Vec<f64> = offsets.iter().map(|o| (o - center).abs()).collect();
+        errs.sort_by(f64::total_cmp);
+        let median = errs[errs.len() / 2];
+        let max = errs[errs.len() - 1];
+        // generous bounds for a loaded 2-core machine; a token held back until the next one
+        // would be one ITL (several ms) off its neighbours
+        assert!(
+            median < itl / 2.0 + 2e-3,
+            "median error {median} s, ITL {itl} s"
+        );
+        assert!(max < 0.25, "max error {max} s, ITL {itl} s");
+        assert!(
+            seen.len() as u32 >= n / 2,
+            "at low load most tokens leave as their own event: {} events",
+            seen.len()
+        );
+        let clock = h.clock_stats();
+        assert!(clock.wakeups > 0);
+        h.shutdown().await.unwrap();
+    }
 }

@@ -78,11 +78,67 @@ pub struct FrontendCostsS {
 #[derive(Debug)]
 enum Job {
     Input(Box<EngineRequest>),
-    Output {
-        id: u64,
-        tokens: u32,
-        finish: Option<FinishReason>,
-    },
+    Output(OutputEvent),
+}
+
+/// An output event on a front-end worker's queue. Each worker is a FIFO and a request's events
+/// all go through its one worker, so everything the event records when it completes (tokens so
+/// far, the gap since the previous event, the time since arrival) is known when it is queued:
+/// the per-token path at completion touches no per-request state but a generation check.
+#[derive(Debug, Clone, Copy)]
+struct OutputEvent {
+    id: u64,
+    /// The request's slot and its generation when queued (a request that left bumped it).
+    slot: u32,
+    generation: u32,
+    tokens: u32,
+    completion_tokens: u32,
+    prompt_tokens: u32,
+    /// The request's first output event (records TTFT, not ITL).
+    first: bool,
+    finish: Option<FinishReason>,
+    /// Completion time minus the previous event's completion time (ITL).
+    gap: f64,
+    /// Completion time minus arrival (TTFT for the first event, e2e latency for the last).
+    since_arrival: f64,
+}
+
+/// Queues an output event of request `id` on its front-end worker: it completes `cost` after
+/// the later of `t` and the worker's earlier work.
+fn enqueue_output(
+    wk: &mut Worker,
+    info: &mut ReqInfo,
+    id: u64,
+    tokens: u32,
+    finish: Option<FinishReason>,
+    t: f64,
+    cost: f64,
+) {
+    let done = wk.busy_until.max(t) + cost;
+    wk.busy_until = done;
+    let ev = OutputEvent {
+        id,
+        slot: info.slot,
+        generation: info.generation,
+        tokens,
+        completion_tokens: info.queued_tokens + tokens,
+        prompt_tokens: info.prompt_tokens,
+        first: info.queued_tokens == 0,
+        finish,
+        gap: done - info.last_done,
+        since_arrival: done - info.arrival,
+    };
+    info.queued_tokens += tokens;
+    info.last_done = done;
+    wk.queue.push_back((done, Job::Output(ev)));
+}
+
+/// Where the next event comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    Worker(usize),
+    Latency,
+    Step,
 }
 
 #[derive(Debug, Default)]
@@ -94,11 +150,16 @@ struct Worker {
 #[derive(Debug)]
 struct ReqInfo {
     worker: usize,
+    /// The request's slot (in `Sim::infos` and `Sim::slot_generation`) and the slot's
+    /// generation.
+    slot: u32,
+    generation: u32,
     arrival: f64,
     prompt_tokens: u32,
+    /// Output tokens queued for delivery so far, and the completion time of the last of them.
+    queued_tokens: u32,
+    last_done: f64,
     max_tokens: u32,
-    delivered: u32,
-    last_delivery: f64,
     in_engine: bool,
     aborted: bool,
     /// Tokens held back while the first token's latency runs.
@@ -123,7 +184,13 @@ pub struct Sim {
     /// core's input queue, read between steps (vLLM's busy loop), so their queue time starts
     /// when the step ends, not when they were sent.
     inbox: Vec<EngineRequest>,
-    reqs: IdMap<u64, ReqInfo>,
+    /// Request id -> slot in `infos` (a small map; the records live in a dense slab).
+    reqs: IdMap<u64, u32>,
+    infos: Vec<ReqInfo>,
+    /// Per slot, bumped when its request leaves: queued events of a request that left are
+    /// recognised by a stale generation.
+    slot_generation: Vec<u32>,
+    free_slots: Vec<u32>,
     rng: ChaCha8Rng,
     out_len: LogNormal<f64>,
     metrics: EngineMetrics,
@@ -168,6 +235,9 @@ impl Sim {
             step_end: None,
             inbox: Vec::new(),
             reqs: IdMap::default(),
+            infos: Vec::new(),
+            slot_generation: Vec::new(),
+            free_slots: Vec::new(),
             rng: ChaCha8Rng::seed_from_u64(seed),
             out_len,
             metrics: EngineMetrics::new(profile.model.max_model_len),
@@ -259,23 +329,38 @@ impl Sim {
             + self.fe.per_image_pixel * r.image_pixels as f64;
         self.metrics.mm_cache_queries += r.images as u64;
         self.metrics.mm_cache_hits += r.images_cached as u64;
-        self.reqs.insert(
-            r.id,
-            ReqInfo {
-                worker: w,
-                arrival: self.now,
-                prompt_tokens: r.prompt_tokens,
-                max_tokens: r.max_tokens,
-                delivered: 0,
-                last_delivery: 0.0,
-                in_engine: false,
-                aborted: false,
-                in_latency: false,
-                pending: 0,
-                pending_finish: None,
-                first_engine_t: 0.0,
-            },
-        );
+        let slot = match self.free_slots.pop() {
+            Some(i) => i,
+            None => {
+                self.slot_generation.push(0);
+                (self.slot_generation.len() - 1) as u32
+            }
+        };
+        let generation = self.slot_generation[slot as usize];
+        let info = ReqInfo {
+            worker: w,
+            slot,
+            generation,
+            arrival: self.now,
+            prompt_tokens: r.prompt_tokens,
+            queued_tokens: 0,
+            last_done: 0.0,
+            max_tokens: r.max_tokens,
+            in_engine: false,
+            aborted: false,
+            in_latency: false,
+            pending: 0,
+            pending_finish: None,
+            first_engine_t: 0.0,
+        };
+        match self.infos.get_mut(slot as usize) {
+            Some(x) => *x = info,
+            None => self.infos.push(info),
+        }
+        if let Some(old) = self.reqs.insert(r.id, slot) {
+            // a reused id replaces the earlier request's bookkeeping
+            self.free_slot(old);
+        }
         let req = EngineRequest {
             id: r.id,
             prompt_tokens: r.prompt_tokens,
@@ -295,11 +380,12 @@ impl Sim {
     /// The client went away: abort the request (counted as `finished_reason="abort"` once it
     /// reached the engine, as vLLM does).
     pub fn abort(&mut self, id: u64) {
-        let Some(info) = self.reqs.get_mut(&id) else {
+        let Some(&slot) = self.reqs.get(&id) else {
             return;
         };
+        let info = &mut self.infos[slot as usize];
         if info.in_engine {
-            self.reqs.remove(&id);
+            self.remove_req(id);
             if let Some(f) = self.engine.abort(id) {
                 self.record_finished(&f, self.now, self.now);
             } else {
@@ -312,29 +398,41 @@ impl Sim {
 
     /// Time of the next internal event, if any.
     pub fn next_event_time(&self) -> Option<f64> {
-        let mut t = self.step_end;
-        let mut consider = |x: f64| {
-            t = Some(t.map_or(x, |y: f64| y.min(x)));
-        };
-        for w in &self.workers {
-            if let Some((x, _)) = w.queue.front() {
-                consider(*x);
+        self.next_source().map(|(_, t)| t)
+    }
+
+    /// The source of the next event and its time. Among simultaneous events the front-end
+    /// workers come first (in index order), then the first-token latency, then the step.
+    fn next_source(&self) -> Option<(Source, f64)> {
+        let mut best: Option<(Source, f64)> = None;
+        for (i, w) in self.workers.iter().enumerate() {
+            if let Some((x, _)) = w.queue.front()
+                && best.is_none_or(|(_, y)| *x < y)
+            {
+                best = Some((Source::Worker(i), *x));
             }
         }
-        if let Some((x, _)) = self.latency_q.front() {
-            consider(*x);
+        if let Some((x, _)) = self.latency_q.front()
+            && best.is_none_or(|(_, y)| *x < y)
+        {
+            best = Some((Source::Latency, *x));
         }
-        t
+        if let Some(x) = self.step_end
+            && best.is_none_or(|(_, y)| x < y)
+        {
+            best = Some((Source::Step, x));
+        }
+        best
     }
 
     /// Processes every event up to and including time `t`, then sets the clock to `t`.
     pub fn advance_to(&mut self, t: f64) {
-        while let Some(te) = self.next_event_time() {
+        while let Some((src, te)) = self.next_source() {
             if te > t {
                 break;
             }
             self.now = self.now.max(te);
-            self.process_one(te);
+            self.process_one(src, te);
         }
         self.now = self.now.max(t);
     }
@@ -346,97 +444,96 @@ impl Sim {
         }
     }
 
-    fn process_one(&mut self, te: f64) {
-        // fixed priority among simultaneous events: front-end workers, then latency, then step
-        for wi in 0..self.workers.len() {
-            if matches!(self.workers[wi].queue.front(), Some((x, _)) if *x <= te) {
-                let (_, job) = self.workers[wi].queue.pop_front().expect("front checked");
-                self.run_job(job, te);
-                return;
+    fn process_one(&mut self, src: Source, te: f64) {
+        match src {
+            Source::Worker(wi) => {
+                if let Some((_, job)) = self.workers[wi].queue.pop_front() {
+                    self.run_job(job, te);
+                }
             }
-        }
-        if matches!(self.latency_q.front(), Some((x, _)) if *x <= te) {
-            let (_, id) = self.latency_q.pop_front().expect("front checked");
-            if let Some(info) = self.reqs.get_mut(&id) {
-                info.in_latency = false;
-                let (tokens, finish) = (
-                    std::mem::take(&mut info.pending),
-                    info.pending_finish.take(),
-                );
-                let w = info.worker;
-                self.enqueue_output(w, id, tokens, finish, te, true);
+            Source::Latency => {
+                let Some((_, id)) = self.latency_q.pop_front() else {
+                    return;
+                };
+                if let Some(&slot) = self.reqs.get(&id) {
+                    let info = &mut self.infos[slot as usize];
+                    info.in_latency = false;
+                    let (tokens, finish) = (
+                        std::mem::take(&mut info.pending),
+                        info.pending_finish.take(),
+                    );
+                    let cost = self.fe.per_first_output;
+                    enqueue_output(
+                        &mut self.workers[info.worker],
+                        info,
+                        id,
+                        tokens,
+                        finish,
+                        te,
+                        cost,
+                    );
+                }
             }
-            return;
-        }
-        if matches!(self.step_end, Some(x) if x <= te) {
-            self.step_end = None;
-            self.finish_step(te);
-            self.maybe_start_step(te);
+            Source::Step => {
+                self.step_end = None;
+                self.finish_step(te);
+                self.maybe_start_step(te);
+            }
         }
     }
 
-    fn enqueue_output(
-        &mut self,
-        w: usize,
-        id: u64,
-        tokens: u32,
-        finish: Option<FinishReason>,
-        t: f64,
-        first: bool,
-    ) {
-        let cost = if first {
-            self.fe.per_first_output
-        } else {
-            self.fe.per_output_event
-        };
-        let wk = &mut self.workers[w];
-        let done = wk.busy_until.max(t) + cost;
-        wk.busy_until = done;
-        wk.queue
-            .push_back((done, Job::Output { id, tokens, finish }));
+    /// Forgets a request (its stream slot becomes free).
+    fn remove_req(&mut self, id: u64) {
+        if let Some(slot) = self.reqs.remove(&id) {
+            self.free_slot(slot);
+        }
+    }
+
+    fn free_slot(&mut self, slot: u32) {
+        if let Some(g) = self.slot_generation.get_mut(slot as usize) {
+            *g = g.wrapping_add(1);
+            self.free_slots.push(slot);
+        }
     }
 
     fn run_job(&mut self, job: Job, t: f64) {
         match job {
             Job::Input(req) => {
                 let id = req.id;
-                let Some(info) = self.reqs.get_mut(&id) else {
+                let Some(&slot) = self.reqs.get(&id) else {
                     return;
                 };
+                let info = &mut self.infos[slot as usize];
                 if info.aborted {
-                    self.reqs.remove(&id);
+                    self.remove_req(id);
                     return;
                 }
                 info.in_engine = true;
                 self.inbox.push(*req);
                 self.maybe_start_step(t);
             }
-            Job::Output { id, tokens, finish } => {
-                let Some(info) = self.reqs.get_mut(&id) else {
+            Job::Output(ev) => {
+                // events of a request that left (aborted) are dropped
+                if self.slot_generation.get(ev.slot as usize) != Some(&ev.generation) {
                     return;
-                };
-                if info.delivered == 0 {
-                    self.metrics.time_to_first_token.observe(t - info.arrival);
+                }
+                if ev.first {
+                    self.metrics.time_to_first_token.observe(ev.since_arrival);
                 } else {
-                    self.metrics
-                        .inter_token_latency
-                        .observe(t - info.last_delivery);
+                    self.metrics.inter_token_latency.observe(ev.gap);
                 }
-                info.delivered += tokens;
-                info.last_delivery = t;
-                let d = Delivery {
-                    id,
-                    tokens,
-                    completion_tokens: info.delivered,
-                    prompt_tokens: info.prompt_tokens,
-                    finish,
+                self.deliveries.push(Delivery {
+                    id: ev.id,
+                    tokens: ev.tokens,
+                    completion_tokens: ev.completion_tokens,
+                    prompt_tokens: ev.prompt_tokens,
+                    finish: ev.finish,
                     t,
-                };
-                if finish.is_some() {
-                    self.metrics.e2e_request_latency.observe(t - info.arrival);
-                    self.reqs.remove(&id);
+                });
+                if ev.finish.is_some() {
+                    self.metrics.e2e_request_latency.observe(ev.since_arrival);
+                    self.remove_req(ev.id);
                 }
-                self.deliveries.push(d);
             }
         }
     }
@@ -483,9 +580,10 @@ impl Sim {
                 .observe((prompts + out.len() as u64) as f64);
         }
         for o in out.iter() {
-            let Some(info) = self.reqs.get_mut(&o.id) else {
+            let Some(&slot) = self.reqs.get(&o.id) else {
                 continue;
             };
+            let info = &mut self.infos[slot as usize];
             let w = info.worker;
             let finish = o.finished.as_ref().map(|f| f.reason);
             let mut direct = false;
@@ -502,10 +600,11 @@ impl Sim {
             } else {
                 direct = true;
             }
-            let (first_t, max_tokens) = (info.first_engine_t, info.max_tokens);
             if direct {
-                self.enqueue_output(w, o.id, 1, finish, t, false);
+                let cost = self.fe.per_output_event;
+                enqueue_output(&mut self.workers[w], info, o.id, 1, finish, t, cost);
             }
+            let (first_t, max_tokens) = (info.first_engine_t, info.max_tokens);
             if let Some(f) = &o.finished {
                 self.metrics
                     .request_max_num_generation_tokens
