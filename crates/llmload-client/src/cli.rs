@@ -176,7 +176,7 @@ pub async fn run(
     })?;
     let mut cfg = args.client.to_config(target, 1);
     cfg.capture_answer = true;
-    let mut out = std::io::stdout().lock();
+    let mut out = std::io::stdout();
     if args.list_models {
         let models = discover_models(&Target::of(&cfg)).await?;
         for m in models {

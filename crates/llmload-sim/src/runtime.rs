@@ -398,6 +398,7 @@ impl Runtime {
         let thread = std::thread::Builder::new()
             .name("llmload-sim-engine".into())
             .spawn(move || {
+                raise_priority();
                 let mut lp = EngineLoop {
                     sinks: Default::default(),
                     buf: Vec::new(),
@@ -610,6 +611,20 @@ impl EngineLoop {
             drop(s);
             self.publish(&sim);
         }
+    }
+}
+
+/// The engine thread sleeps until each step's deadline; on a busy machine the OS may wake it
+/// milliseconds late (its "oversleep"), which is lateness the simulator did not cause. Best
+/// effort, where the process is allowed to (root or CAP_SYS_NICE): a higher nice priority for
+/// this thread only, so the scheduler runs it promptly when its deadline comes. Real-time
+/// scheduling was tried: the clock was tighter still (p99 0.1-0.3 ms) but the thread then ran
+/// many more, smaller steps and took CPU from the streams (0.8-0.9 M tokens/s instead of 1.2 M).
+fn raise_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: a plain syscall; PRIO_PROCESS with 0 names the calling thread on Linux.
+        let _ = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, -10) };
     }
 }
 

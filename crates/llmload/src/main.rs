@@ -64,7 +64,18 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match rt.block_on(dispatch(cli, &matches)) {
+    // The verb runs as a task on the runtime, not on this thread: its collector then wakes on a
+    // worker (a local queue push) instead of needing a futex wake-up of the main thread for
+    // every finished request.
+    let run = rt.block_on(async move {
+        match tokio::spawn(async move { dispatch(cli, &matches).await }).await {
+            Ok(r) => r,
+            Err(e) => Err(anyhow::anyhow!(
+                "internal error: the command's task failed: {e}"
+            )),
+        }
+    });
+    match run {
         Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
         Err(e) => {
             eprintln!("error: {e:#}");
