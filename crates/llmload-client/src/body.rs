@@ -106,7 +106,7 @@ impl BodyTemplate {
         let buf = &mut out.buf;
         if let (Some(n), false) = (spec.max_tokens, self.max_tokens_overridden) {
             buf.extend_from_slice(b"\"max_tokens\":");
-            write_u64(buf, u64::from(n));
+            buf.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
             buf.push(b',');
         }
         buf.extend_from_slice(self.fixed.as_bytes());
@@ -222,21 +222,6 @@ impl RequestBody {
         }
         Bytes::from(v)
     }
-}
-
-/// `n` in decimal, without allocating.
-fn write_u64(buf: &mut Vec<u8>, mut n: u64) {
-    let mut d = [0u8; 20];
-    let mut i = d.len();
-    loop {
-        i -= 1;
-        d[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    buf.extend_from_slice(&d[i..]);
 }
 
 fn prompt_len(p: &Prompt) -> usize {

@@ -811,18 +811,8 @@ fn body_error_class(e: &HttpError) -> ErrorClass {
 
 /// `{n}\r\n\r\n` (the end of the head after `content-length: `) in `buf`.
 fn content_length_line(buf: &mut [u8; 32], n: usize) -> &[u8] {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    let mut v = n;
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
-    }
-    let d = &digits[i..];
+    let mut digits = itoa::Buffer::new();
+    let d = digits.format(n).as_bytes();
     buf[..d.len()].copy_from_slice(d);
     buf[d.len()..d.len() + 4].copy_from_slice(b"\r\n\r\n");
     &buf[..d.len() + 4]
