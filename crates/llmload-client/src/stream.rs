@@ -8,6 +8,42 @@ use serde::Deserialize;
 
 use crate::error::snippet;
 
+/// A JSON string borrowed from the body when it has no escapes, owned otherwise.
+///
+/// serde's `#[serde(borrow)]` only borrows a bare `Cow<str>`: an `Option<Cow<str>>` is always
+/// deserialized into an owned `String`, an allocation per field per event.
+#[derive(Debug, Default)]
+struct Text<'a>(Cow<'a, str>);
+
+impl std::ops::Deref for Text<'_> {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for V<'a> {
+            type Value = Text<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: serde::de::Error>(self, v: &'de str) -> Result<Text<'a>, E> {
+                Ok(Text(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Text<'a>, E> {
+                Ok(Text(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Text<'a>, E> {
+                Ok(Text(Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(V(std::marker::PhantomData))
+    }
+}
+
 #[derive(Deserialize, Default)]
 struct ChunkJson<'a> {
     #[serde(default, borrow)]
@@ -18,9 +54,9 @@ struct ChunkJson<'a> {
     error: Option<serde_json::Value>,
     /// vLLM's plain error body: `{"object":"error","message":...,"code":...}`.
     #[serde(default, borrow)]
-    object: Option<Cow<'a, str>>,
+    object: Option<Text<'a>>,
     #[serde(default, borrow)]
-    message: Option<Cow<'a, str>>,
+    message: Option<Text<'a>>,
     #[serde(default)]
     code: Option<serde_json::Value>,
 }
@@ -75,19 +111,19 @@ struct ChoiceJson<'a> {
     message: Option<DeltaJson<'a>>,
     /// Completions.
     #[serde(default, borrow)]
-    text: Option<Cow<'a, str>>,
+    text: Option<Text<'a>>,
     #[serde(default, borrow)]
-    finish_reason: Option<Cow<'a, str>>,
+    finish_reason: Option<Text<'a>>,
 }
 
 #[derive(Deserialize, Default)]
 struct DeltaJson<'a> {
     #[serde(default, borrow)]
-    content: Option<Cow<'a, str>>,
+    content: Option<Text<'a>>,
     #[serde(default, borrow)]
-    reasoning_content: Option<Cow<'a, str>>,
+    reasoning_content: Option<Text<'a>>,
     #[serde(default, borrow)]
-    reasoning: Option<Cow<'a, str>>,
+    reasoning: Option<Text<'a>>,
     #[serde(default, borrow)]
     tool_calls: Option<Vec<ToolCallJson<'a>>>,
 }
@@ -101,9 +137,9 @@ struct ToolCallJson<'a> {
 #[derive(Deserialize, Default)]
 struct FunctionJson<'a> {
     #[serde(default, borrow)]
-    name: Option<Cow<'a, str>>,
+    name: Option<Text<'a>>,
     #[serde(default, borrow)]
-    arguments: Option<Cow<'a, str>>,
+    arguments: Option<Text<'a>>,
 }
 
 #[derive(Deserialize, Default, Clone, Copy, Debug, PartialEq, Eq)]
@@ -396,6 +432,25 @@ mod tests {
 
     fn st() -> ResponseState {
         ResponseState::new(true, true)
+    }
+
+    #[test]
+    fn strings_are_borrowed_unless_escaped() {
+        let body =
+            br#"{"choices":[{"message":{"content":"plain text"},"finish_reason":"length"}]}"#;
+        let c: ChunkJson<'_> = serde_json::from_slice(body).unwrap();
+        let first = c.choices.as_ref().unwrap().first.as_ref().unwrap();
+        let content = first.message.as_ref().unwrap().content.as_ref().unwrap();
+        assert!(matches!(content.0, Cow::Borrowed("plain text")));
+        assert!(matches!(
+            first.finish_reason.as_ref().unwrap().0,
+            Cow::Borrowed("length")
+        ));
+        let body = br#"{"choices":[{"message":{"content":"two\nlines \u00e9"}}]}"#;
+        let c: ChunkJson<'_> = serde_json::from_slice(body).unwrap();
+        let first = c.choices.as_ref().unwrap().first.as_ref().unwrap();
+        let content = first.message.as_ref().unwrap().content.as_ref().unwrap();
+        assert!(matches!(&content.0, Cow::Owned(s) if s == "two\nlines \u{e9}"));
     }
 
     #[test]

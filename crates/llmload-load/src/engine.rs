@@ -16,10 +16,11 @@ use std::time::{Duration, Instant};
 use llmload_core::results::{Benchmark, ProfileInfo};
 use llmload_core::{Aggregator, ErrorClass, RequestRecord, RequestSpec, Workload};
 use serde_json::json;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::handoff::{Outbox, Pop, SpecQueue};
 use crate::plan::{BenchmarkPlan, ERROR_RATE_MIN_SAMPLE};
 use crate::profile::{Arrivals, Profile};
 
@@ -56,8 +57,17 @@ pub trait RecordSink: Send {
     fn flush(&mut self);
 }
 
+/// A records sink shared with the engine's collector thread.
+pub type SharedSink = Arc<Mutex<dyn RecordSink>>;
+
 /// A sink that keeps nothing.
 pub struct NullSink;
+
+impl NullSink {
+    pub fn shared() -> SharedSink {
+        Arc::new(Mutex::new(NullSink))
+    }
+}
 impl RecordSink for NullSink {
     fn write(&mut self, _rec: &RequestRecord) {}
     fn flush(&mut self) {}
@@ -125,12 +135,13 @@ impl Engine {
             .unwrap_or(serde_json::Value::Null)
     }
 
-    /// Runs one benchmark to its stop condition. Every finished request goes to `sink`.
+    /// Runs one benchmark to its stop condition. Every finished request goes to `sink`, from
+    /// the engine's collector thread (it is locked for the whole benchmark).
     pub async fn run_benchmark(
         &self,
         index: usize,
         plan: &BenchmarkPlan,
-        sink: &mut dyn RecordSink,
+        sink: SharedSink,
     ) -> Outcome {
         let bench_start = Instant::now();
         let bench_start_s = bench_start.duration_since(self.epoch).as_secs_f64();
@@ -149,6 +160,8 @@ impl Engine {
             .lock()
             .map(|w| w.wants_responses())
             .unwrap_or(false);
+        let specs = Arc::new(SpecQueue::new());
+        let outbox = Arc::new(Outbox::new());
         let shared = Arc::new(Shared {
             transport: self.transport.clone(),
             epoch: self.epoch,
@@ -161,33 +174,28 @@ impl Engine {
             cancel: cancel.clone(),
             progress: self.progress.clone(),
             max_requests: plan.stop.max_requests,
-            wants_answers,
+            max_errors: plan.stop.max_errors,
+            max_error_rate: plan.stop.max_error_rate,
+            finished: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            stopped_by: std::sync::OnceLock::new(),
+            workload: wants_answers.then(|| self.workload.clone()),
             exhausted: AtomicBool::new(false),
+            specs: specs.clone(),
+            outbox: outbox.clone(),
         });
 
-        // Producer: keeps a few requests ready, off the dispatch path.
-        // It waits for room for a batch of requests, not for one: waking it for every request
-        // taken cost a futex wake-up and two context switches per request at high rates.
-        const READY: usize = 64;
-        const BATCH: usize = 16;
-        let (spec_tx, spec_rx) = mpsc::channel::<RequestSpec>(READY);
+        // Producer: keeps requests ready, off the dispatch path, on its own thread (a JPEG
+        // per request must not delay the runtime). It refills when half of them were taken.
         let producer = {
             let workload = self.workload.clone();
-            let stop = stop_sched.clone();
             let sh = shared.clone();
-            let rt = tokio::runtime::Handle::current();
             tokio::task::spawn_blocking(move || {
-                'fill: loop {
-                    let permits = rt.block_on(async {
-                        tokio::select! {
-                            p = spec_tx.reserve_many(BATCH) => p.ok(),
-                            _ = stop.cancelled() => None,
-                        }
-                    });
-                    let Some(permits) = permits else { break };
-                    for permit in permits {
-                        if stop.is_cancelled() {
-                            break 'fill;
+                while let Some(room) = sh.specs.wait_for_room() {
+                    for _ in 0..room {
+                        if sh.stop_sched.is_cancelled() {
+                            sh.specs.close();
+                            return;
                         }
                         let next = match workload.lock() {
                             Ok(mut w) => w.next_request(),
@@ -195,18 +203,53 @@ impl Engine {
                         };
                         let Some(spec) = next else {
                             sh.exhausted.store(true, Ordering::Relaxed);
-                            break 'fill;
+                            sh.specs.close();
+                            return;
                         };
-                        permit.send(spec);
+                        sh.specs.push(spec);
                     }
                 }
             })
         };
 
-        // Collector.
-        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Done>();
-        let mut agg = Aggregator::new(plan.slos.clone());
-        let tracker = TaskTracker::new();
+        // Collector: its own thread, fed in batches (aggregation and the records file stay off
+        // the runtime that times the requests).
+        let collector = {
+            let outbox = outbox.clone();
+            let mut agg = Aggregator::new(plan.slos.clone());
+            let plan = plan.clone();
+            let first_id = shared.first_id;
+            let sink = sink.clone();
+            tokio::task::spawn_blocking(move || {
+                let mut sink = sink.lock().unwrap_or_else(|p| p.into_inner());
+                let mut last_flush = Instant::now();
+                let mut spare = Vec::new();
+                loop {
+                    let mut batch = outbox.take(spare);
+                    for _ in 0..batch.dropped {
+                        agg.push_dropped();
+                    }
+                    for sent in &mut batch.records {
+                        let local = sent.record.id - first_id;
+                        let t_rel = sent.record.t_dispatch - bench_start_s;
+                        sent.record.in_window = plan.in_window(local, t_rel);
+                        agg.push(&sent.record, &sent.gaps);
+                        sink.write(&sent.record);
+                    }
+                    if batch.last {
+                        break;
+                    }
+                    if last_flush.elapsed() > Duration::from_millis(200) {
+                        sink.flush();
+                        last_flush = Instant::now();
+                    }
+                    spare = batch.records;
+                    spare.clear();
+                }
+                sink.flush();
+                agg
+            })
+        };
 
         // Stop at max_seconds: stop scheduling and cancel what is in flight.
         let deadline = plan.stop.max_seconds.map(|s| {
@@ -222,20 +265,18 @@ impl Engine {
         });
 
         // Dispatch.
+        let tracker = TaskTracker::new();
         let dispatcher: tokio::task::JoinHandle<()> = match plan.profile.closed_loop_workers() {
             Some(workers) => {
-                let spec_rx = Arc::new(tokio::sync::Mutex::new(spec_rx));
                 let mut handles = Vec::with_capacity(workers as usize);
                 for w in 0..workers {
                     let sh = shared.clone();
-                    let rx = spec_rx.clone();
-                    let done = done_tx.clone();
                     let delay = if plan.ramp_up_s > 0.0 {
                         plan.ramp_up_s * f64::from(w) / f64::from(workers)
                     } else {
                         0.0
                     };
-                    handles.push(tracker.spawn(closed_loop_worker(sh, rx, done, delay)));
+                    handles.push(tracker.spawn(closed_loop_worker(sh, delay)));
                 }
                 tokio::spawn(async move {
                     for h in handles {
@@ -245,7 +286,6 @@ impl Engine {
             }
             None => {
                 let sh = shared.clone();
-                let done = done_tx.clone();
                 let handle = tokio::runtime::Handle::current();
                 let tracker2 = tracker.clone();
                 let cap = plan
@@ -262,9 +302,7 @@ impl Engine {
                 tokio::task::spawn_blocking(move || {
                     pacer(
                         sh,
-                        spec_rx,
                         arrivals,
-                        done,
                         handle,
                         tracker2,
                         cap,
@@ -274,71 +312,20 @@ impl Engine {
                 })
             }
         };
-        drop(done_tx);
 
-        // Collect until every sender is gone (dispatcher finished and every request task done).
-        let mut stopped_by: Option<&'static str> = None;
-        let (mut finished, mut errors) = (0u64, 0u64);
-        let mut last_flush = Instant::now();
-        while let Some(d) = done_rx.recv().await {
-            match d {
-                Done::Dropped => agg.push_dropped(),
-                Done::Request(mut sent) => {
-                    let local = sent.record.id - shared.first_id;
-                    let t_rel = sent.record.t_dispatch - bench_start_s;
-                    sent.record.in_window = plan.in_window(local, t_rel);
-                    agg.push(&sent.record, &sent.gaps);
-                    sink.write(&sent.record);
-                    if let Some(answer) = &sent.answer
-                        && sent.record.error.is_none()
-                        && let Ok(mut w) = self.workload.lock()
-                    {
-                        w.on_response(sent.record.tag.as_deref(), answer);
-                    }
-                    match sent.record.error {
-                        None => {
-                            finished += 1;
-                            p.completed.fetch_add(1, Ordering::Relaxed);
-                            p.output_tokens.fetch_add(
-                                sent.record.output_tokens.unwrap_or(0),
-                                Ordering::Relaxed,
-                            );
-                        }
-                        Some(ErrorClass::Cancelled) => {}
-                        Some(_) => {
-                            finished += 1;
-                            errors += 1;
-                            p.errored.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
-                    if stopped_by.is_none() {
-                        let hit_errors = plan.stop.max_errors.is_some_and(|m| errors >= m);
-                        let hit_rate = plan.stop.max_error_rate.is_some_and(|f| {
-                            finished >= ERROR_RATE_MIN_SAMPLE && errors as f64 / finished as f64 > f
-                        });
-                        if hit_errors || hit_rate {
-                            stopped_by = Some(if hit_errors {
-                                "max_errors"
-                            } else {
-                                "max_error_rate"
-                            });
-                            stop_sched.cancel();
-                            cancel.cancel();
-                        }
-                    }
-                }
-            }
-            if last_flush.elapsed() > Duration::from_millis(200) {
-                sink.flush();
-                last_flush = Instant::now();
-            }
-        }
-        sink.flush();
         let _ = dispatcher.await;
         tracker.close();
         tracker.wait().await;
         stop_sched.cancel();
+        specs.shutdown();
         let _ = producer.await;
+        outbox.finish();
+        let agg = match collector.await {
+            Ok(agg) => agg,
+            // Only a panic in aggregation could get here; report an empty benchmark, not crash.
+            Err(_) => Aggregator::new(plan.slos.clone()),
+        };
+        let stopped_by = shared.stopped_by.get().copied();
         let deadline_hit = match deadline {
             Some(h) => {
                 h.abort();
@@ -421,11 +408,6 @@ impl Engine {
     }
 }
 
-enum Done {
-    Request(Box<Sent>),
-    Dropped,
-}
-
 struct Shared {
     transport: Arc<dyn Transport>,
     epoch: Instant,
@@ -438,8 +420,18 @@ struct Shared {
     cancel: CancellationToken,
     progress: Arc<Progress>,
     max_requests: Option<u64>,
-    wants_answers: bool,
+    max_errors: Option<u64>,
+    max_error_rate: Option<f64>,
+    /// Requests finished (completed or errored; not cancelled) and errored, for the stop
+    /// conditions: counted where each request ends, so a stop is exact and immediate.
+    finished: AtomicU64,
+    errors: AtomicU64,
+    stopped_by: std::sync::OnceLock<&'static str>,
+    /// The workload, when it wants the answers (multi-turn conversations).
+    workload: Option<Arc<Mutex<Box<dyn Workload>>>>,
     exhausted: AtomicBool,
+    specs: Arc<SpecQueue>,
+    outbox: Arc<Outbox>,
 }
 
 impl Shared {
@@ -453,6 +445,53 @@ impl Shared {
         }
         self.progress.scheduled.fetch_add(1, Ordering::Relaxed);
         Some(n)
+    }
+
+    /// Where a request ends: live counters, the stop conditions, the workload's follow-up,
+    /// then the hand-over to the collector.
+    fn finish(&self, sent: Sent) {
+        let p = &self.progress;
+        let (finished, errors) = match sent.record.error {
+            None => {
+                p.completed.fetch_add(1, Ordering::Relaxed);
+                p.output_tokens
+                    .fetch_add(sent.record.output_tokens.unwrap_or(0), Ordering::Relaxed);
+                (
+                    self.finished.fetch_add(1, Ordering::Relaxed) + 1,
+                    self.errors.load(Ordering::Relaxed),
+                )
+            }
+            Some(ErrorClass::Cancelled) => (0, 0),
+            Some(_) => {
+                p.errored.fetch_add(1, Ordering::Relaxed);
+                (
+                    self.finished.fetch_add(1, Ordering::Relaxed) + 1,
+                    self.errors.fetch_add(1, Ordering::Relaxed) + 1,
+                )
+            }
+        };
+        if finished > 0 && self.stopped_by.get().is_none() {
+            let hit_errors = self.max_errors.is_some_and(|m| errors >= m);
+            let hit_rate = self.max_error_rate.is_some_and(|f| {
+                finished >= ERROR_RATE_MIN_SAMPLE && errors as f64 / finished as f64 > f
+            });
+            if hit_errors || hit_rate {
+                let _ = self.stopped_by.set(if hit_errors {
+                    "max_errors"
+                } else {
+                    "max_error_rate"
+                });
+                self.stop_sched.cancel();
+                self.cancel.cancel();
+            }
+        }
+        if let (Some(w), Some(answer)) = (&self.workload, &sent.answer)
+            && sent.record.error.is_none()
+            && let Ok(mut w) = w.lock()
+        {
+            w.on_response(sent.record.tag.as_deref(), answer);
+        }
+        self.outbox.push(sent);
     }
 
     fn now_s(&self) -> f64 {
@@ -491,7 +530,7 @@ impl Shared {
         if r.max_tokens.is_none() {
             r.max_tokens = spec.max_tokens;
         }
-        if !self.wants_answers {
+        if self.workload.is_none() {
             sent.answer = None;
         }
         sent
@@ -519,12 +558,7 @@ impl Shared {
     }
 }
 
-async fn closed_loop_worker(
-    sh: Arc<Shared>,
-    rx: Arc<tokio::sync::Mutex<mpsc::Receiver<RequestSpec>>>,
-    done: mpsc::UnboundedSender<Done>,
-    start_delay_s: f64,
-) {
+async fn closed_loop_worker(sh: Arc<Shared>, start_delay_s: f64) {
     if start_delay_s > 0.0 {
         let at = sh.bench_start + Duration::from_secs_f64(start_delay_s);
         tokio::select! {
@@ -536,22 +570,12 @@ async fn closed_loop_worker(
         if sh.stop_sched.is_cancelled() {
             return;
         }
-        let spec = {
-            let mut guard = tokio::select! {
-                g = rx.lock() => g,
-                _ = sh.stop_sched.cancelled() => return,
-            };
-            tokio::select! {
-                s = guard.recv() => s,
-                _ = sh.stop_sched.cancelled() => return,
-            }
+        let Some(spec) = sh.specs.pop(&sh.stop_sched).await else {
+            return;
         };
-        let Some(spec) = spec else { return };
         let Some(n) = sh.ticket() else { return };
         let sent = sh.send_one(n, &spec, None, None).await;
-        if done.send(Done::Request(Box::new(sent))).is_err() {
-            return;
-        }
+        sh.finish(sent);
     }
 }
 
@@ -579,9 +603,7 @@ fn precise_sleep_until(target: Instant, stop: &CancellationToken) -> bool {
 #[allow(clippy::too_many_arguments)]
 fn pacer(
     sh: Arc<Shared>,
-    mut spec_rx: mpsc::Receiver<RequestSpec>,
     arrivals: Box<dyn Iterator<Item = f64> + Send>,
-    done: mpsc::UnboundedSender<Done>,
     handle: tokio::runtime::Handle,
     tracker: TaskTracker,
     cap: Option<Arc<Semaphore>>,
@@ -594,10 +616,10 @@ fn pacer(
         }
         // The next request, ready before its time comes.
         let spec = loop {
-            match spec_rx.try_recv() {
-                Ok(s) => break Some(s),
-                Err(mpsc::error::TryRecvError::Disconnected) => break None,
-                Err(mpsc::error::TryRecvError::Empty) => {
+            match sh.specs.try_pop() {
+                Pop::Ready(s) => break Some(s),
+                Pop::Closed => break None,
+                Pop::Empty => {
                     if sh.stop_sched.is_cancelled() {
                         return;
                     }
@@ -623,28 +645,25 @@ fn pacer(
         match &cap {
             None => {
                 let sh = sh.clone();
-                let done = done.clone();
                 handle.spawn(tracker.track_future(async move {
                     let sent = sh.send_one(n, &spec, Some(t_sched), None).await;
-                    let _ = done.send(Done::Request(Box::new(sent)));
+                    sh.finish(sent);
                 }));
             }
             Some(sem) => match sem.clone().try_acquire_owned() {
                 Ok(permit) => {
                     let sh = sh.clone();
-                    let done = done.clone();
                     handle.spawn(tracker.track_future(async move {
                         let sent = sh.send_one(n, &spec, Some(t_sched), Some(0.0)).await;
                         drop(permit);
-                        let _ = done.send(Done::Request(Box::new(sent)));
+                        sh.finish(sent);
                     }));
                 }
                 Err(_) if drop_over_cap => {
-                    let _ = done.send(Done::Dropped);
+                    sh.outbox.push_dropped();
                 }
                 Err(_) => {
                     let sh = sh.clone();
-                    let done = done.clone();
                     let sem = sem.clone();
                     handle.spawn(tracker.track_future(async move {
                         let permit = tokio::select! {
@@ -660,7 +679,7 @@ fn pacer(
                             }
                             None => sh.cancelled_in_queue(n, t_sched),
                         };
-                        let _ = done.send(Done::Request(Box::new(sent)));
+                        sh.finish(sent);
                     }));
                 }
             },
@@ -799,15 +818,15 @@ mod tests {
             let e = engine(Fake::new(1, 5), 1000);
             let mut plan = BenchmarkPlan::new(p.clone());
             plan.stop.max_requests = Some(30);
-            let mut sink = Collect(Vec::new());
-            let out = e.run_benchmark(0, &plan, &mut sink).await;
+            let sink = Arc::new(Mutex::new(Collect(Vec::new())));
+            let out = e.run_benchmark(0, &plan, sink.clone()).await;
             let b = &out.benchmark;
             accounting(b);
             assert_eq!(b.requests.scheduled, 30, "{p:?}");
             assert_eq!(b.requests.completed, 30, "{p:?}");
-            assert_eq!(sink.0.len(), 30);
+            assert_eq!(sink.lock().unwrap().0.len(), 30);
             assert_eq!(out.stopped_by, "max_requests");
-            let mut ids: Vec<u64> = sink.0.iter().map(|r| r.id).collect();
+            let mut ids: Vec<u64> = sink.lock().unwrap().0.iter().map(|r| r.id).collect();
             ids.sort_unstable();
             assert_eq!(ids, (0..30).collect::<Vec<_>>());
             assert_eq!(b.metrics.itl_s.unwrap().count, 90);
@@ -819,7 +838,7 @@ mod tests {
         let e = engine(Fake::new(10, 400), 1000);
         let mut plan = BenchmarkPlan::new(Profile::Concurrent { concurrency: 3 });
         plan.stop.max_seconds = Some(0.6);
-        let out = e.run_benchmark(0, &plan, &mut NullSink).await;
+        let out = e.run_benchmark(0, &plan, NullSink::shared()).await;
         let b = &out.benchmark;
         accounting(b);
         assert_eq!(out.stopped_by, "max_seconds");
@@ -843,14 +862,14 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(275)).await;
             i2.cancel();
         });
-        let mut sink = Collect(Vec::new());
-        let out = e.run_benchmark(0, &plan, &mut sink).await;
+        let sink = Arc::new(Mutex::new(Collect(Vec::new())));
+        let out = e.run_benchmark(0, &plan, sink.clone()).await;
         assert_eq!(out.stopped_by, "interrupted");
         let b = &out.benchmark;
         accounting(b);
         assert!(b.requests.completed >= 4, "{:?}", b.requests);
         assert_eq!(b.requests.cancelled, 2);
-        assert_eq!(sink.0.len() as u64, b.requests.scheduled);
+        assert_eq!(sink.lock().unwrap().0.len() as u64, b.requests.scheduled);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -865,7 +884,7 @@ mod tests {
         let mut plan = BenchmarkPlan::new(Profile::Synchronous);
         plan.stop.max_requests = Some(1000);
         plan.stop.max_errors = Some(5);
-        let out = e.run_benchmark(0, &plan, &mut NullSink).await;
+        let out = e.run_benchmark(0, &plan, NullSink::shared()).await;
         accounting(&out.benchmark);
         assert_eq!(out.stopped_by, "max_errors");
         assert_eq!(out.benchmark.requests.errored, 5);
@@ -879,13 +898,15 @@ mod tests {
         plan.stop.max_requests = Some(20);
         plan.warmup = Some(PhaseLen::Requests(5));
         plan.cooldown = Some(PhaseLen::Requests(3));
-        let mut sink = Collect(Vec::new());
-        let out = e.run_benchmark(0, &plan, &mut sink).await;
+        let sink = Arc::new(Mutex::new(Collect(Vec::new())));
+        let out = e.run_benchmark(0, &plan, sink.clone()).await;
         let b = &out.benchmark;
         accounting(b);
         assert_eq!(b.requests.completed, 12);
         assert_eq!(b.requests.outside_window, 8);
         let inside: Vec<u64> = sink
+            .lock()
+            .unwrap()
             .0
             .iter()
             .filter(|r| r.in_window)
@@ -903,7 +924,7 @@ mod tests {
             plan.stop.max_requests = Some(20);
             plan.max_concurrency = Some(2);
             plan.drop_over_cap = drop;
-            let out = e.run_benchmark(0, &plan, &mut NullSink).await;
+            let out = e.run_benchmark(0, &plan, NullSink::shared()).await;
             let b = &out.benchmark;
             accounting(b);
             assert_eq!(b.concurrency.max, 2);
@@ -925,9 +946,9 @@ mod tests {
         let e = engine(Fake::new(1, 20), 1000);
         let mut plan = BenchmarkPlan::new(Profile::Constant { rate: 100.0 });
         plan.stop.max_requests = Some(50);
-        let mut sink = Collect(Vec::new());
-        let out = e.run_benchmark(0, &plan, &mut sink).await;
-        let mut recs = sink.0;
+        let sink = Arc::new(Mutex::new(Collect(Vec::new())));
+        let out = e.run_benchmark(0, &plan, sink.clone()).await;
+        let mut recs = std::mem::take(&mut sink.lock().unwrap().0);
         recs.sort_by_key(|r| r.id);
         let t0 = recs[0].t_sched;
         for (i, r) in recs.iter().enumerate() {
@@ -948,7 +969,7 @@ mod tests {
         let e = engine(Fake::new(1, 2), 7);
         let mut plan = BenchmarkPlan::new(Profile::Concurrent { concurrency: 3 });
         plan.stop.max_requests = Some(100);
-        let out = e.run_benchmark(0, &plan, &mut NullSink).await;
+        let out = e.run_benchmark(0, &plan, NullSink::shared()).await;
         assert_eq!(out.stopped_by, "workload_exhausted");
         assert_eq!(out.benchmark.requests.completed, 7);
     }

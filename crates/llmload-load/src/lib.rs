@@ -2,11 +2,12 @@
 //! cool-down, and the results files of a run.
 
 pub mod engine;
+mod handoff;
 pub mod output;
 pub mod plan;
 pub mod profile;
 mod transport;
 
-pub use engine::{Engine, NullSink, Outcome, Progress, RecordSink, Sent, Transport};
+pub use engine::{Engine, NullSink, Outcome, Progress, RecordSink, Sent, SharedSink, Transport};
 pub use plan::{BenchmarkPlan, PhaseLen, StopConditions};
 pub use profile::{Arrivals, Profile};

@@ -19,6 +19,11 @@ use tokio_util::sync::CancellationToken;
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
+    /// Worker threads of the async runtime that sends the requests (default: one per CPU core).
+    /// When the server under test shares this machine (a loopback benchmark on a small box),
+    /// `--threads 1` leaves the other cores to it and measures faster (docs/performance.md).
+    #[arg(long, global = true, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=4096))]
+    threads: Option<u16>,
 }
 
 #[derive(Subcommand)]
@@ -54,10 +59,12 @@ fn main() -> ExitCode {
         Ok(c) => c,
         Err(e) => e.exit(),
     };
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all();
+    if let Some(n) = cli.threads {
+        builder.worker_threads(usize::from(n));
+    }
+    let rt = match builder.build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

@@ -466,7 +466,7 @@ pub struct Session {
     pub dir: PathBuf,
     pub results: Results,
     engine: Engine,
-    sink: RunSink,
+    sink: Arc<std::sync::Mutex<RunSink>>,
     scraper: Option<llmload_prom::scrape::ScrapeHandle>,
     gpu: llmload_gpu::cli::GpuTelemetry,
     display: Option<console::ProgressDisplay>,
@@ -502,10 +502,10 @@ impl Session {
             PathBuf::from("results").join(format!("{}-{kind}", started.format("%Y%m%d-%H%M%S")))
         });
         create_dir(&dir)?;
-        let sink = RunSink {
+        let sink = Arc::new(std::sync::Mutex::new(RunSink {
             jsonl: JsonlSink::create(&dir)?,
             points: Vec::new(),
-        };
+        }));
 
         let epoch = Instant::now();
         let engine = Engine::new(Arc::new(client), parts.workload, epoch, interrupt.clone());
@@ -567,6 +567,11 @@ impl Session {
         })
     }
 
+    /// The records sink, between benchmarks (the engine's collector holds it during one).
+    fn sink(&self) -> std::sync::MutexGuard<'_, RunSink> {
+        self.sink.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     pub fn interrupted(&self) -> bool {
         self.interrupt.is_cancelled()
     }
@@ -582,8 +587,11 @@ impl Session {
             // A fresh baseline just before the benchmark starts.
             s.scrape_now().await;
         }
-        self.sink.points.clear();
-        let out = self.engine.run_benchmark(index, plan, &mut self.sink).await;
+        self.sink().points.clear();
+        let out = self
+            .engine
+            .run_benchmark(index, plan, self.sink.clone())
+            .await;
         let mut b = out.benchmark;
         if let Some(s) = &self.scraper {
             let mut w = s.window(b.window.start_s, b.window.end_s).await;
@@ -597,7 +605,8 @@ impl Session {
         }
         let (start, end) = (b.window.start_s, b.window.end_s);
         self.gpu.apply(&mut b, start, end);
-        (b, std::mem::take(&mut self.sink.points))
+        let points = std::mem::take(&mut self.sink().points);
+        (b, points)
     }
 
     /// Adds a finished benchmark and rewrites results.json.
@@ -628,9 +637,12 @@ impl Session {
                 );
             }
         }
-        self.sink.flush();
-        if let Some(e) = &self.sink.jsonl.error {
-            eprintln!("WARNING: requests.jsonl is incomplete: {e}");
+        {
+            let mut sink = self.sink();
+            sink.flush();
+            if let Some(e) = &sink.jsonl.error {
+                eprintln!("WARNING: requests.jsonl is incomplete: {e}");
+            }
         }
         write_results(&self.dir, &self.results)?;
         println!("\n{}", console::summary_table(&self.results.benchmarks));

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# llmload's non-streaming request rate as a fraction of wrk's, against the same minimal server,
+# client and server together on this machine (issue 2's bar: >= 80 %). Alternates wrk and
+# llmload round by round so that a busy machine affects both alike; prints every round and
+# the medians.
+#   bench/engine/wrk_ratio.sh [ROUNDS] [SECONDS]     (binaries from bench/out/bin)
+# Env: PIN="taskset -c 0,1" to pin everything to two cores on a bigger machine;
+#      THREADS="1 2" the llmload runtime sizes to try (--threads).
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+B=bench/out/bin
+R=${1:-5}; S=${2:-5}
+PIN=${PIN:-}; THREADS=${THREADS:-"1 2"}
+export LD_LIBRARY_PATH=$PWD/$B/lib
+out=$(mktemp -d)
+port=18790
+$PIN $B/fast_server --port $port --tokens 16 >/dev/null 2>&1 & F=$!
+trap 'kill $F 2>/dev/null' EXIT
+sleep 0.5
+cat > $out/post.lua <<'LUA'
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = '{"model":"fast-model","messages":[{"role":"user","content":"hi"}],"max_tokens":16,"stream":false}'
+LUA
+echo "load average: $(cut -d' ' -f1-3 /proc/loadavg); $(nproc) cores; ${R} rounds of ${S}s"
+for r in $(seq 1 $R); do
+  w=$($PIN $B/wrk -t1 -c64 -d${S}s -s $out/post.lua http://127.0.0.1:$port/v1/chat/completions 2>&1 | awk '/Requests\/sec/{print int($2)}')
+  echo "wrk $w" >> $out/all
+  line="round $r: wrk -t1 -c64 $w req/s"
+  for t in $THREADS; do
+    $PIN $B/llmload run --target http://127.0.0.1:$port --concurrency 64 --max-seconds $S --quiet --no-report \
+      --no-server-metrics --no-gpu --no-stream --threads $t --prompt-tokens 16 --output-tokens 16 --out $out/r$r-$t >/dev/null 2>&1
+    v=$(python3 -c "import json;b=json.load(open('$out/r$r-$t/results.json'))['benchmarks'][0];print(int(b['throughput']['requests_per_s']))")
+    echo "t$t $v" >> $out/all
+    line="$line; llmload --threads $t $v ($(( 100 * v / w )) %)"
+  done
+  echo "$line"
+done
+python3 - $out/all <<'PY'
+import sys,statistics,collections
+d=collections.defaultdict(list)
+for l in open(sys.argv[1]):
+    k,v=l.split(); d[k].append(int(v))
+w=statistics.median(d.pop('wrk'))
+print(f"median: wrk {w:.0f} req/s" + "".join(f"; llmload --threads {k[1:]} {statistics.median(v):.0f} ({100*statistics.median(v)/w:.0f} %)" for k,v in d.items()))
+PY

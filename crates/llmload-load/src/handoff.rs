@@ -1,0 +1,400 @@
+//! The two queues between the request tasks and the engine's own threads, built so that the
+//! request path never wakes another thread per request:
+//!
+//! - [`SpecQueue`]: requests made ready by the producer thread ahead of dispatch. Taking one is
+//!   a short uncontended lock; the producer is woken only when the queue has drained to half,
+//!   and refills it to the top (one wake-up per [`SpecQueue::LOW`] requests, not per request).
+//! - [`Outbox`]: finished requests on their way to the collector thread (aggregation and the
+//!   records file). Handing one over is a push under a short lock; the collector wakes on its
+//!   own every [`Outbox::TICK`] or when [`Outbox::WAKE_AT`] records are waiting.
+//!
+//! Before this, each request cost a channel message that woke the collector task and, every 16
+//! requests, a futex wake-up of the producer: at 50,000 requests/s that was a measurable share
+//! of the client's CPU (docs/performance/client.md).
+
+use std::collections::VecDeque;
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::Duration;
+
+use llmload_core::RequestSpec;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::engine::Sent;
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding one of these locks leaves plain data behind (a queue), still usable.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// What [`SpecQueue::try_pop`] found.
+#[derive(Debug)]
+pub enum Pop {
+    Ready(RequestSpec),
+    /// Nothing ready yet; the producer is still at work.
+    Empty,
+    /// The producer has finished (workload exhausted or benchmark stopping) and the queue is
+    /// empty.
+    Closed,
+}
+
+#[derive(Default)]
+struct SpecState {
+    items: VecDeque<RequestSpec>,
+    /// The producer is done: nothing more will be pushed.
+    closed: bool,
+    /// The benchmark is stopping: the producer must return.
+    shutdown: bool,
+    /// The producer sleeps until the queue drains to `LOW`.
+    producer_waiting: bool,
+    /// Closed-loop workers waiting on an empty queue.
+    waiting: usize,
+}
+
+/// Requests made ready ahead of dispatch (many consumers, one producer).
+#[derive(Default)]
+pub struct SpecQueue {
+    state: Mutex<SpecState>,
+    /// The producer's wake-up.
+    room: Condvar,
+    /// Consumers' wake-up when the queue was empty.
+    ready: Notify,
+}
+
+impl SpecQueue {
+    /// Requests kept ready at most. Enough for a wake-up of the producer every `CAP - LOW`
+    /// requests; few enough that ready multimodal requests (a JPEG each) stay a few MB.
+    pub const CAP: usize = 128;
+    /// The producer refills when the queue has drained to this.
+    pub const LOW: usize = 64;
+
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Producer side: waits until the queue has room (drained to `LOW`), then returns how
+    /// many requests to add; `None` once [`SpecQueue::shutdown`] was called.
+    pub fn wait_for_room(&self) -> Option<usize> {
+        let mut s = lock(&self.state);
+        loop {
+            if s.shutdown {
+                return None;
+            }
+            if s.items.len() <= Self::LOW {
+                s.producer_waiting = false;
+                return Some(Self::CAP - s.items.len());
+            }
+            s.producer_waiting = true;
+            // The timeout is a safety net only: every path that matters notifies.
+            s = self
+                .room
+                .wait_timeout(s, Duration::from_millis(100))
+                .map(|(g, _)| g)
+                .unwrap_or_else(|p| p.into_inner().0);
+        }
+    }
+
+    /// Producer side: adds one ready request, waking one waiting consumer if any.
+    pub fn push(&self, spec: RequestSpec) {
+        let wake = {
+            let mut s = lock(&self.state);
+            s.items.push_back(spec);
+            s.waiting > 0
+        };
+        if wake {
+            self.ready.notify_one();
+        }
+    }
+
+    /// Producer side: nothing more will come; consumers get [`Pop::Closed`] once it is empty.
+    pub fn close(&self) {
+        lock(&self.state).closed = true;
+        self.ready.notify_waiters();
+    }
+
+    /// The benchmark is over: the producer returns from [`SpecQueue::wait_for_room`] and the
+    /// queue reports closed.
+    pub fn shutdown(&self) {
+        {
+            let mut s = lock(&self.state);
+            s.shutdown = true;
+            s.closed = true;
+        }
+        self.room.notify_all();
+        self.ready.notify_waiters();
+    }
+
+    /// Takes a ready request without waiting.
+    pub fn try_pop(&self) -> Pop {
+        let (pop, wake_producer) = {
+            let mut s = lock(&self.state);
+            match s.items.pop_front() {
+                Some(spec) => {
+                    let wake = s.producer_waiting && s.items.len() <= Self::LOW;
+                    if wake {
+                        s.producer_waiting = false;
+                    }
+                    (Pop::Ready(spec), wake)
+                }
+                None if s.closed => (Pop::Closed, false),
+                None => (Pop::Empty, false),
+            }
+        };
+        if wake_producer {
+            self.room.notify_one();
+        }
+        pop
+    }
+
+    /// Takes the next request, waiting for the producer if none is ready; `None` when the
+    /// queue is closed and empty or `stop` fired.
+    pub async fn pop(&self, stop: &CancellationToken) -> Option<RequestSpec> {
+        loop {
+            match self.try_pop() {
+                Pop::Ready(spec) => return Some(spec),
+                Pop::Closed => return None,
+                Pop::Empty => {}
+            }
+            // Slow path: register as a waiter first, then look again: a push or a close in
+            // between then reaches this waiter (each push wakes one registered waiter).
+            let notified = self.ready.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            lock(&self.state).waiting += 1;
+            let got = match self.try_pop() {
+                Pop::Ready(spec) => Some(Some(spec)),
+                Pop::Closed => Some(None),
+                Pop::Empty => None,
+            };
+            let stopped = match got {
+                Some(_) => false,
+                None => {
+                    tokio::select! {
+                        _ = &mut notified => false,
+                        _ = stop.cancelled() => true,
+                    }
+                }
+            };
+            lock(&self.state).waiting -= 1;
+            if let Some(r) = got {
+                return r;
+            }
+            if stopped {
+                return None;
+            }
+        }
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        lock(&self.state).items.len()
+    }
+}
+
+#[derive(Default)]
+struct OutState {
+    items: Vec<Sent>,
+    dropped: u64,
+    /// No more records will come.
+    finished: bool,
+    /// The collector sleeps on the condvar.
+    sleeping: bool,
+}
+
+/// Finished requests on their way to the collector thread.
+#[derive(Default)]
+pub struct Outbox {
+    state: Mutex<OutState>,
+    cv: Condvar,
+}
+
+/// One hand-over from the outbox to the collector.
+#[derive(Default)]
+pub struct Batch {
+    pub records: Vec<Sent>,
+    pub dropped: u64,
+    /// Nothing more will come after this batch.
+    pub last: bool,
+}
+
+impl Outbox {
+    /// The collector's longest sleep: how late a record can reach the records file (before
+    /// its periodic flush) when requests are few.
+    pub const TICK: Duration = Duration::from_millis(10);
+    /// Records waiting at which a sleeping collector is woken early (bounds the memory held).
+    pub const WAKE_AT: usize = 1024;
+
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn push(&self, sent: Sent) {
+        let wake = {
+            let mut s = lock(&self.state);
+            s.items.push(sent);
+            let wake = s.sleeping && s.items.len() >= Self::WAKE_AT;
+            if wake {
+                s.sleeping = false;
+            }
+            wake
+        };
+        if wake {
+            self.cv.notify_one();
+        }
+    }
+
+    /// A request dropped over the concurrency cap (`--drop-over-cap`).
+    pub fn push_dropped(&self) {
+        lock(&self.state).dropped += 1;
+    }
+
+    /// No more records will come: the collector takes what is left and ends.
+    pub fn finish(&self) {
+        lock(&self.state).finished = true;
+        self.cv.notify_one();
+    }
+
+    /// Collector side: waits up to [`Outbox::TICK`] for records, then takes all of them.
+    /// `spare` (emptied) becomes the next buffer, so steady state allocates nothing.
+    pub fn take(&self, spare: Vec<Sent>) -> Batch {
+        let mut s = lock(&self.state);
+        if s.items.is_empty() && s.dropped == 0 && !s.finished {
+            s.sleeping = true;
+            s = self
+                .cv
+                .wait_timeout(s, Self::TICK)
+                .map(|(g, _)| g)
+                .unwrap_or_else(|p| p.into_inner().0);
+            s.sleeping = false;
+        }
+        let records = std::mem::replace(&mut s.items, spare);
+        let dropped = std::mem::take(&mut s.dropped);
+        Batch {
+            records,
+            dropped,
+            last: s.finished,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    fn spec(i: u32) -> RequestSpec {
+        RequestSpec::text(format!("p{i}"), Some(1), Some(i))
+    }
+
+    #[test]
+    fn producer_refills_at_half_and_consumers_take_in_order() {
+        let q = SpecQueue::new();
+        assert_eq!(q.wait_for_room(), Some(SpecQueue::CAP));
+        for i in 0..SpecQueue::CAP as u32 {
+            q.push(spec(i));
+        }
+        for i in 0..(SpecQueue::CAP - SpecQueue::LOW) as u32 {
+            match q.try_pop() {
+                Pop::Ready(s) => assert_eq!(s.max_tokens, Some(i)),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(q.len(), SpecQueue::LOW);
+        assert_eq!(q.wait_for_room(), Some(SpecQueue::CAP - SpecQueue::LOW));
+        q.close();
+        let mut n = 0;
+        while let Pop::Ready(_) = q.try_pop() {
+            n += 1;
+        }
+        assert_eq!(n, SpecQueue::LOW);
+        assert!(matches!(q.try_pop(), Pop::Closed));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn waiting_consumers_are_woken_by_each_push_and_by_close() {
+        let q = Arc::new(SpecQueue::new());
+        let stop = CancellationToken::new();
+        let mut tasks = Vec::new();
+        for _ in 0..4 {
+            let (q, stop) = (q.clone(), stop.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut got = 0;
+                while q.pop(&stop).await.is_some() {
+                    got += 1;
+                }
+                got
+            }));
+        }
+        let p = q.clone();
+        tokio::task::spawn_blocking(move || {
+            for i in 0..1000 {
+                if i % 100 == 0 {
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                p.push(spec(i));
+            }
+            p.close();
+        })
+        .await
+        .unwrap();
+        let mut total = 0;
+        for t in tasks {
+            total += tokio::time::timeout(Duration::from_secs(10), t)
+                .await
+                .expect("a consumer was never woken")
+                .unwrap();
+        }
+        assert_eq!(total, 1000);
+    }
+
+    #[tokio::test]
+    async fn stop_releases_a_waiting_consumer_and_shutdown_the_producer() {
+        let q = Arc::new(SpecQueue::new());
+        let stop = CancellationToken::new();
+        let (q2, s2) = (q.clone(), stop.clone());
+        let t = tokio::spawn(async move { q2.pop(&s2).await });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        stop.cancel();
+        assert!(t.await.unwrap().is_none());
+        for i in 0..SpecQueue::CAP as u32 {
+            q.push(spec(i));
+        }
+        let p = q.clone();
+        let producer = std::thread::spawn(move || p.wait_for_room());
+        std::thread::sleep(Duration::from_millis(20));
+        q.shutdown();
+        assert_eq!(producer.join().unwrap(), None);
+    }
+
+    #[test]
+    fn outbox_hands_over_everything_then_says_last() {
+        let o = Arc::new(Outbox::new());
+        let o2 = o.clone();
+        let pusher = std::thread::spawn(move || {
+            for i in 0..5000u64 {
+                let mut s = Sent::default();
+                s.record.id = i;
+                o2.push(s);
+                if i % 7 == 0 {
+                    o2.push_dropped();
+                }
+            }
+            o2.finish();
+        });
+        let (mut ids, mut dropped) = (Vec::new(), 0);
+        let mut spare = Vec::new();
+        loop {
+            let b = o.take(spare);
+            ids.extend(b.records.iter().map(|s| s.record.id));
+            dropped += b.dropped;
+            if b.last {
+                break;
+            }
+            spare = b.records;
+            spare.clear();
+        }
+        pusher.join().unwrap();
+        assert_eq!(ids, (0..5000).collect::<Vec<_>>());
+        assert_eq!(dropped, 715);
+    }
+}
