@@ -1,12 +1,13 @@
 //! The engine's [`Transport`] over the OpenAI-compatible client.
 
+use std::future::Future;
 use std::time::Instant;
 
 use llmload_client::{Client, Outcome};
 use llmload_core::RequestSpec;
 use tokio_util::sync::CancellationToken;
 
-use crate::engine::{BoxFuture, Sent, Transport};
+use crate::engine::{Sent, Transport};
 
 impl Transport for Client {
     fn send<'a>(
@@ -14,8 +15,8 @@ impl Transport for Client {
         spec: &'a RequestSpec,
         epoch: Instant,
         cancel: &'a CancellationToken,
-    ) -> BoxFuture<'a, Sent> {
-        Box::pin(async move {
+    ) -> impl Future<Output = Sent> + Send + 'a {
+        async move {
             let Outcome {
                 record,
                 gaps,
@@ -26,6 +27,6 @@ impl Transport for Client {
                 gaps,
                 answer,
             }
-        })
+        }
     }
 }

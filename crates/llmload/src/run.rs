@@ -465,7 +465,7 @@ impl RecordSink for RunSink {
 pub struct Session {
     pub dir: PathBuf,
     pub results: Results,
-    engine: Engine,
+    engine: Engine<llmload_client::Client>,
     sink: Arc<std::sync::Mutex<RunSink>>,
     scraper: Option<llmload_prom::scrape::ScrapeHandle>,
     gpu: llmload_gpu::cli::GpuTelemetry,
