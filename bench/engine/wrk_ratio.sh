@@ -17,22 +17,33 @@ port=18790
 $PIN $B/fast_server --port $port --tokens 16 >/dev/null 2>&1 & F=$!
 trap 'kill $F 2>/dev/null' EXIT
 sleep 0.5
+# Two wrk requests: the smallest chat request ("hi"), and the very request llmload sends (its
+# headers and a 16-token synthetic prompt; the server parses a body twice as long).
 cat > $out/post.lua <<'LUA'
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 wrk.body = '{"model":"fast-model","messages":[{"role":"user","content":"hi"}],"max_tokens":16,"stream":false}'
 LUA
+cat > $out/same.lua <<'LUA'
+wrk.method = "POST"
+wrk.headers["content-type"] = "application/json"
+wrk.headers["accept"] = "*/*"
+wrk.headers["user-agent"] = "llmload/0.1.0"
+wrk.body = '{"messages":[{"role":"user","content":"the the the the same month where wall real corner table left plan four little well"}],"max_tokens":16,"ignore_eos":true,"model":"fast-model","stream":false}'
+LUA
 echo "load average: $(cut -d' ' -f1-3 /proc/loadavg); $(nproc) cores; ${R} rounds of ${S}s"
 for r in $(seq 1 $R); do
   w=$($PIN $B/wrk -t1 -c64 -d${S}s -s $out/post.lua http://127.0.0.1:$port/v1/chat/completions 2>&1 | awk '/Requests\/sec/{print int($2)}')
+  ws=$($PIN $B/wrk -t1 -c64 -d${S}s -s $out/same.lua http://127.0.0.1:$port/v1/chat/completions 2>&1 | awk '/Requests\/sec/{print int($2)}')
   echo "wrk $w" >> $out/all
-  line="round $r: wrk -t1 -c64 $w req/s"
+  echo "wrksame $ws" >> $out/all
+  line="round $r: wrk -t1 -c64 $w req/s, with llmload's request $ws"
   for t in $THREADS; do
     $PIN $B/llmload run --target http://127.0.0.1:$port --concurrency 64 --max-seconds $S --quiet --no-report \
       --no-server-metrics --no-gpu --no-stream --threads $t --prompt-tokens 16 --output-tokens 16 --out $out/r$r-$t >/dev/null 2>&1
     v=$(python3 -c "import json;b=json.load(open('$out/r$r-$t/results.json'))['benchmarks'][0];print(int(b['throughput']['requests_per_s']))")
     echo "t$t $v" >> $out/all
-    line="$line; llmload --threads $t $v ($(( 100 * v / w )) %)"
+    line="$line; llmload --threads $t $v ($(( 100 * v / w )) % / $(( 100 * v / ws )) %)"
   done
   echo "$line"
 done
@@ -41,6 +52,6 @@ import sys,statistics,collections
 d=collections.defaultdict(list)
 for l in open(sys.argv[1]):
     k,v=l.split(); d[k].append(int(v))
-w=statistics.median(d.pop('wrk'))
-print(f"median: wrk {w:.0f} req/s" + "".join(f"; llmload --threads {k[1:]} {statistics.median(v):.0f} ({100*statistics.median(v)/w:.0f} %)" for k,v in d.items()))
+w=statistics.median(d.pop('wrk')); ws=statistics.median(d.pop('wrksame'))
+print(f"median: wrk {w:.0f} req/s, with llmload's request {ws:.0f}" + "".join(f"; llmload --threads {k[1:]} {statistics.median(v):.0f} ({100*statistics.median(v)/w:.0f} % / {100*statistics.median(v)/ws:.0f} %)" for k,v in d.items()))
 PY

@@ -326,7 +326,7 @@ impl Client {
         let inner = &*self.inner;
         let Progress {
             mut rec,
-            resp,
+            mut resp,
             end,
             t_end,
         } = p;
@@ -335,9 +335,9 @@ impl Client {
         rec.t_first_output = resp.t_first_output;
         rec.t_last_token = resp.t_last_token;
         rec.output_events = resp.output_events;
-        rec.finish_reason = resp.finish_reason.clone();
+        rec.finish_reason = resp.finish_reason.take();
         if inner.cfg.record_chunks {
-            rec.chunk_times = Some(resp.chunk_times.clone());
+            rec.chunk_times = Some(std::mem::take(&mut resp.chunk_times));
         }
         // Token counts: the server's usage, else the tokenizer.
         let usage_out = resp.usage.and_then(|u| u.completion_tokens);
@@ -383,7 +383,10 @@ impl Client {
                 rec.error_message = Some("the request ended without a result".into());
             }
         }
-        let answer = inner.cfg.capture_answer.then(|| resp.answer.clone());
+        let answer = inner
+            .cfg
+            .capture_answer
+            .then(|| std::mem::take(&mut resp.answer));
         Outcome {
             record: rec,
             gaps: resp.gaps,
@@ -416,8 +419,8 @@ impl Client {
                     }
                 },
             };
-            conn.begin();
             let t_try = Instant::now();
+            conn.begin(t_try);
             p.rec.t_dispatch = secs(epoch, t_try);
             // Head, length and body in one vectored write (a text body is one segment; image
             // URLs are shared segments).

@@ -186,10 +186,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         self.last_read
     }
 
-    /// Start of an exchange.
-    pub(crate) fn begin(&mut self) {
+    /// Start of an exchange, at `now`.
+    pub(crate) fn begin(&mut self, now: Instant) {
         self.read_bytes = 0;
-        self.last_read = Instant::now();
+        self.last_read = now;
     }
 
     /// Write all of `parts` (one vectored write when the socket takes it all). Returns the

@@ -160,7 +160,11 @@ impl<T: Transport> Engine<T> {
             .lock()
             .map(|w| w.wants_responses())
             .unwrap_or(false);
-        let specs = Arc::new(SpecQueue::new());
+        let specs = Arc::new(if wants_answers {
+            SpecQueue::with_depth(2)
+        } else {
+            SpecQueue::new()
+        });
         let outbox = Arc::new(Outbox::new());
         let shared = Arc::new(Shared {
             transport: self.transport.clone(),
@@ -193,6 +197,9 @@ impl<T: Transport> Engine<T> {
             tokio::task::spawn_blocking(move || {
                 while let Some(room) = sh.specs.wait_for_room() {
                     for _ in 0..room {
+                        if sh.specs.full_of_images() {
+                            break;
+                        }
                         if sh.stop_sched.is_cancelled() {
                             sh.specs.close();
                             return;
