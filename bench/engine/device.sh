@@ -5,7 +5,7 @@
 #   bench/engine/device.sh [SECONDS]
 set -uo pipefail
 cd "$(dirname "$0")/../.."
-B=bench/out/bin
+B=${B:-bench/out/bin}
 S=${1:-10}
 export LD_LIBRARY_PATH=$PWD/$B/lib
 out=$(mktemp -d)

@@ -8,7 +8,7 @@
 #      THREADS="1 2" the llmload runtime sizes to try (--threads).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
-B=bench/out/bin
+B=${B:-bench/out/bin}
 R=${1:-5}; S=${2:-5}
 PIN=${PIN:-}; THREADS=${THREADS:-"1 2"}
 export LD_LIBRARY_PATH=$PWD/$B/lib

@@ -266,13 +266,13 @@ impl Client {
                 ..Default::default()
             },
             // Room for the ITL gaps of a stream (a non-streamed answer has none).
-            resp: ResponseState::new(keep_text, inner.cfg.record_chunks).with_capacity(
-                if inner.cfg.stream {
+            resp: ResponseState::new(keep_text, inner.cfg.record_chunks)
+                .capturing(inner.cfg.capture_answer)
+                .with_capacity(if inner.cfg.stream {
                     spec.max_tokens.unwrap_or(16) as usize
                 } else {
                     0
-                },
-            ),
+                }),
             end: None,
             t_end: None,
         };

@@ -180,6 +180,8 @@ pub(crate) struct ResponseState {
     last_completion_tokens: Option<u64>,
     /// Keep texts (for the tokenizer fallback and/or the answer).
     pub keep_text: bool,
+    /// The answer is wanted whatever the usage says (`capture_answer`).
+    pub capture: bool,
     pub record_chunks: bool,
     pub answer: String,
     pub other_text: String,
@@ -200,6 +202,12 @@ impl ResponseState {
             record_chunks,
             ..Default::default()
         }
+    }
+
+    /// The answer text is wanted even when the server counts the tokens.
+    pub(crate) fn capturing(mut self, capture: bool) -> Self {
+        self.capture = capture;
+        self
     }
 
     /// Room for `events` output events (saves regrowing the vectors per request).
@@ -277,7 +285,14 @@ impl ResponseState {
             ));
             return Flow::Fail;
         }
+        // A whole answer that comes with the server's token count: its text is needed only
+        // when captured (the tokenizer is the fallback for a missing count).
+        let keep = self.keep_text;
+        if !self.capture && chunk.usage.is_some_and(|u| u.completion_tokens.is_some()) {
+            self.keep_text = false;
+        }
         let out = self.apply_choices(&chunk);
+        self.keep_text = keep;
         if out.output || out.reasoning {
             self.output_event(t, out.output);
         }
@@ -432,6 +447,26 @@ mod tests {
 
     fn st() -> ResponseState {
         ResponseState::new(true, true)
+    }
+
+    #[test]
+    fn whole_answer_text_is_kept_only_when_needed() {
+        let with_usage = br#"{"choices":[{"message":{"content":"hi there"},"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":2}}"#;
+        let without = br#"{"choices":[{"message":{"content":"hi there"},"finish_reason":"stop"}]}"#;
+        // Counted by the server: the text is not needed for the count.
+        let mut s = ResponseState::new(true, false);
+        assert_eq!(s.on_body(with_usage, 1.0), Flow::Done);
+        assert_eq!(s.answer, "");
+        assert_eq!(s.usage.unwrap().completion_tokens, Some(2));
+        assert_eq!(s.t_first_token, Some(1.0));
+        // Captured for the workload (multi-turn), or no usage (the tokenizer counts it).
+        let mut s = ResponseState::new(true, false).capturing(true);
+        s.on_body(with_usage, 1.0);
+        assert_eq!(s.answer, "hi there");
+        let mut s = ResponseState::new(true, false);
+        s.on_body(without, 1.0);
+        assert_eq!(s.answer, "hi there");
+        assert_eq!(s.finish_reason.as_deref(), Some("stop"));
     }
 
     #[test]
