@@ -243,9 +243,199 @@ impl RequestRecord {
     }
 }
 
+/// Writes `requests.jsonl` lines without serde's per-field machinery: the keys are constant
+/// bytes, numbers go through `itoa`, floats and strings through serde_json itself (so the
+/// bytes are exactly `serde_json::to_writer`'s; a test holds the two equal). Serialising the
+/// record was half of the collector's CPU at 80,000 requests/s.
+struct LineWriter<'a> {
+    out: &'a mut Vec<u8>,
+    first: bool,
+}
+
+impl LineWriter<'_> {
+    fn key(&mut self, k: &[u8]) {
+        self.out.push(if self.first { b'{' } else { b',' });
+        self.first = false;
+        self.out.push(b'"');
+        self.out.extend_from_slice(k);
+        self.out.extend_from_slice(b"\":");
+    }
+    fn uint(&mut self, k: &[u8], v: impl itoa::Integer) {
+        self.key(k);
+        self.out
+            .extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
+    }
+    fn float(&mut self, k: &[u8], v: f64) {
+        self.key(k);
+        self.float_value(v);
+    }
+    fn float_value(&mut self, v: f64) {
+        // Writing to a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut *self.out, &v);
+    }
+    fn string(&mut self, k: &[u8], v: &str) {
+        self.key(k);
+        let _ = serde_json::to_writer(&mut *self.out, v);
+    }
+    fn raw(&mut self, k: &[u8], v: &str) {
+        self.key(k);
+        self.out.push(b'"');
+        self.out.extend_from_slice(v.as_bytes());
+        self.out.push(b'"');
+    }
+}
+
+impl RequestRecord {
+    /// Appends the record as JSON (no newline), byte for byte what `serde_json::to_writer`
+    /// writes for it.
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        let mut w = LineWriter { out, first: true };
+        w.uint(b"id", self.id);
+        w.uint(b"benchmark", self.benchmark);
+        w.float(b"t_sched", self.t_sched);
+        w.float(b"t_dispatch", self.t_dispatch);
+        if let Some(v) = self.t_first_token {
+            w.float(b"t_first_token", v);
+        }
+        if let Some(v) = self.t_first_output {
+            w.float(b"t_first_output", v);
+        }
+        if let Some(v) = self.t_last_token {
+            w.float(b"t_last_token", v);
+        }
+        w.float(b"t_end", self.t_end);
+        if let Some(v) = self.prompt_tokens {
+            w.uint(b"prompt_tokens", v);
+        }
+        if let Some(v) = self.output_tokens {
+            w.uint(b"output_tokens", v);
+        }
+        w.raw(b"token_source", self.token_source.as_str());
+        if let Some(v) = self.prompt_tokens_client {
+            w.uint(b"prompt_tokens_client", v);
+        }
+        if let Some(v) = self.max_tokens {
+            w.uint(b"max_tokens", v);
+        }
+        w.uint(b"output_events", self.output_events);
+        w.uint(b"multi_token_events", self.multi_token_events);
+        if let Some(v) = self.status {
+            w.uint(b"status", v);
+        }
+        if let Some(v) = &self.finish_reason {
+            w.string(b"finish_reason", v);
+        }
+        if let Some(v) = self.error {
+            w.raw(b"error", v.as_str());
+        }
+        if let Some(v) = &self.error_message {
+            w.string(b"error_message", v);
+        }
+        if self.retries != 0 {
+            w.uint(b"retries", self.retries);
+        }
+        if let Some(v) = self.client_queue_s {
+            w.float(b"client_queue_s", v);
+        }
+        w.uint(b"in_flight_at_dispatch", self.in_flight_at_dispatch);
+        if let Some(v) = &self.chunk_times {
+            w.key(b"chunk_times");
+            w.out.push(b'[');
+            for (i, t) in v.iter().enumerate() {
+                if i > 0 {
+                    w.out.push(b',');
+                }
+                w.float_value(*t);
+            }
+            w.out.push(b']');
+        }
+        if let Some(v) = self.image_count {
+            w.uint(b"image_count", v);
+        }
+        if let Some(v) = self.image_bytes {
+            w.uint(b"image_bytes", v);
+        }
+        if let Some(v) = &self.tag {
+            w.string(b"tag", v);
+        }
+        w.key(b"in_window");
+        w.out
+            .extend_from_slice(if self.in_window { b"true" } else { b"false" });
+        w.out.push(b'}');
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hand_written_json_is_serdes_byte_for_byte() {
+        let full = RequestRecord {
+            id: 18_446_744_073_709_551_615,
+            benchmark: 3,
+            t_sched: 0.1,
+            t_dispatch: 1e-7,
+            t_first_token: Some(123_456.789),
+            t_first_output: Some(1e21),
+            t_last_token: Some(-0.0),
+            t_end: 5.0,
+            prompt_tokens: Some(0),
+            output_tokens: Some(4096),
+            token_source: TokenSource::Tokenizer,
+            prompt_tokens_client: Some(17),
+            max_tokens: Some(u32::MAX),
+            output_events: 9,
+            multi_token_events: 2,
+            status: Some(503),
+            finish_reason: Some("length".into()),
+            error: Some(ErrorClass::Http5xx),
+            error_message: Some("bad \"quote\" \\ back\nnew line \u{1} ctl é ✓".into()),
+            retries: 2,
+            client_queue_s: Some(f64::MIN_POSITIVE),
+            in_flight_at_dispatch: 64,
+            chunk_times: Some(vec![0.25, 1.0 / 3.0, 2.0, f64::NAN]),
+            image_count: Some(1),
+            image_bytes: Some(123_456),
+            tag: Some("session=3;turn=2 \t".into()),
+            in_window: true,
+        };
+        let records = [
+            RequestRecord::default(),
+            full.clone(),
+            RequestRecord {
+                error: Some(ErrorClass::Cancelled),
+                token_source: TokenSource::None,
+                chunk_times: Some(Vec::new()),
+                t_end: f64::INFINITY,
+                ..full.clone()
+            },
+            RequestRecord {
+                t_dispatch: 0.123_456_789_012_345_67,
+                t_end: 98_765.432_1,
+                ..RequestRecord::default()
+            },
+        ];
+        for r in &records {
+            let mut ours = Vec::new();
+            r.write_json(&mut ours);
+            let theirs = serde_json::to_vec(r).unwrap();
+            assert_eq!(
+                String::from_utf8_lossy(&ours),
+                String::from_utf8_lossy(&theirs)
+            );
+        }
+        // Every error class and token source by name.
+        for e in ErrorClass::ALL {
+            let r = RequestRecord {
+                error: Some(e),
+                ..RequestRecord::default()
+            };
+            let mut ours = Vec::new();
+            r.write_json(&mut ours);
+            assert_eq!(ours, serde_json::to_vec(&r).unwrap());
+        }
+    }
 
     fn rec() -> RequestRecord {
         RequestRecord {

@@ -93,10 +93,7 @@ impl RecordSink for JsonlSink {
             return;
         }
         self.line.clear();
-        if let Err(e) = serde_json::to_writer(&mut self.line, rec) {
-            self.error = Some(format!("cannot encode request {}: {e}", rec.id));
-            return;
-        }
+        rec.write_json(&mut self.line);
         self.line.push(b'\n');
         match self.w.write_all(&self.line) {
             Ok(()) => self.written += 1,
