@@ -720,48 +720,46 @@ mod tests {
     }
 
     impl Transport for Fake {
-        fn send<'a>(
-            &'a self,
-            _spec: &'a RequestSpec,
+        async fn send(
+            &self,
+            _spec: &RequestSpec,
             epoch: Instant,
-            cancel: &'a CancellationToken,
-        ) -> impl Future<Output = Sent> + Send + 'a {
-            async move {
-                let n = self.n.fetch_add(1, Ordering::Relaxed);
-                let t0 = epoch.elapsed().as_secs_f64();
-                let mut r = RequestRecord {
-                    t_dispatch: t0,
+            cancel: &CancellationToken,
+        ) -> Sent {
+            let n = self.n.fetch_add(1, Ordering::Relaxed);
+            let t0 = epoch.elapsed().as_secs_f64();
+            let mut r = RequestRecord {
+                t_dispatch: t0,
+                ..Default::default()
+            };
+            if self.fail_every.is_some_and(|k| n % k == k - 1) {
+                r.t_end = epoch.elapsed().as_secs_f64();
+                r.status = Some(500);
+                r.error = Some(ErrorClass::Http5xx);
+                return Sent {
+                    record: r,
                     ..Default::default()
                 };
-                if self.fail_every.is_some_and(|k| n % k == k - 1) {
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(self.total) => {
+                    r.t_first_token = Some(t0 + self.ttft.as_secs_f64());
+                    r.t_first_output = r.t_first_token;
+                    r.t_last_token = Some(epoch.elapsed().as_secs_f64());
                     r.t_end = epoch.elapsed().as_secs_f64();
-                    r.status = Some(500);
-                    r.error = Some(ErrorClass::Http5xx);
-                    return Sent {
-                        record: r,
-                        ..Default::default()
-                    };
+                    r.output_tokens = Some(4);
+                    r.prompt_tokens = Some(8);
+                    r.output_events = 4;
                 }
-                tokio::select! {
-                    _ = tokio::time::sleep(self.total) => {
-                        r.t_first_token = Some(t0 + self.ttft.as_secs_f64());
-                        r.t_first_output = r.t_first_token;
-                        r.t_last_token = Some(epoch.elapsed().as_secs_f64());
-                        r.t_end = epoch.elapsed().as_secs_f64();
-                        r.output_tokens = Some(4);
-                        r.prompt_tokens = Some(8);
-                        r.output_events = 4;
-                    }
-                    _ = cancel.cancelled() => {
-                        r.t_end = epoch.elapsed().as_secs_f64();
-                        r.error = Some(ErrorClass::Cancelled);
-                    }
+                _ = cancel.cancelled() => {
+                    r.t_end = epoch.elapsed().as_secs_f64();
+                    r.error = Some(ErrorClass::Cancelled);
                 }
-                Sent {
-                    record: r,
-                    gaps: vec![0.001; 3],
-                    answer: None,
-                }
+            }
+            Sent {
+                record: r,
+                gaps: vec![0.001; 3],
+                answer: None,
             }
         }
     }

@@ -1,6 +1,5 @@
 //! The engine's [`Transport`] over the OpenAI-compatible client.
 
-use std::future::Future;
 use std::time::Instant;
 
 use llmload_client::{Client, Outcome};
@@ -10,23 +9,16 @@ use tokio_util::sync::CancellationToken;
 use crate::engine::{Sent, Transport};
 
 impl Transport for Client {
-    fn send<'a>(
-        &'a self,
-        spec: &'a RequestSpec,
-        epoch: Instant,
-        cancel: &'a CancellationToken,
-    ) -> impl Future<Output = Sent> + Send + 'a {
-        async move {
-            let Outcome {
-                record,
-                gaps,
-                answer,
-            } = Client::send(self, spec, epoch, cancel).await;
-            Sent {
-                record,
-                gaps,
-                answer,
-            }
+    async fn send(&self, spec: &RequestSpec, epoch: Instant, cancel: &CancellationToken) -> Sent {
+        let Outcome {
+            record,
+            gaps,
+            answer,
+        } = Client::send(self, spec, epoch, cancel).await;
+        Sent {
+            record,
+            gaps,
+            answer,
         }
     }
 }
