@@ -36,10 +36,12 @@ wrk.body = '{"model":"fast-model","messages":[{"role":"user","content":"hi"}],"m
 LUA
 $pin $B/wrk -t1 -c64 -d${S}s -s $out/post.lua http://127.0.0.1:18716/v1/chat/completions 2>&1 | grep -E "Requests/sec|Latency|Non-2xx"
 $pin $B/wrk -t1 -c64 -d${S}s -s $out/post.lua http://127.0.0.1:18716/v1/chat/completions 2>&1 | grep -E "Requests/sec"
-echo "== llmload non-streaming, 64 workers (same as wrk)"
-$pin $B/llmload run --target http://127.0.0.1:18716 --concurrency 64 --max-seconds $S --quiet --no-report \
-  --no-server-metrics --no-gpu --no-stream --prompt-tokens 16 --output-tokens 16 --out $out/ns >/dev/null 2>&1
-summ $out/ns/results.json
+echo "== llmload non-streaming, 64 workers (same as wrk), runtime of 2 threads (default here) and of 1"
+for t in 2 1; do
+  $pin $B/llmload run --threads $t --target http://127.0.0.1:18716 --concurrency 64 --max-seconds $S --quiet --no-report \
+    --no-server-metrics --no-gpu --no-stream --prompt-tokens 16 --output-tokens 16 --out $out/ns$t >/dev/null 2>&1
+  summ $out/ns$t/results.json
+done
 echo "== poisson 1000 req/s, ${S}x3 s"
 $pin $B/llmload run --target http://127.0.0.1:18716 --profile poisson --rate 1000 --max-seconds $((S*3)) --quiet --no-report \
   --no-server-metrics --no-gpu --prompt-tokens 16 --output-tokens 16 --out $out/p >/dev/null 2>&1
@@ -58,3 +60,4 @@ for mode in "--no-server-metrics" "--scrape-interval 0.25"; do
 done
 for d in $out/s*; do echo " $(python3 -c "import json;r=json.load(open('$d/results.json'));print('scraped' if r['benchmarks'][0]['server'] else 'no scraping')")"; summ $d/results.json; done
 kill $SIM
+rm -rf "$out"

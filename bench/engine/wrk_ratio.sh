@@ -15,7 +15,7 @@ export LD_LIBRARY_PATH=$PWD/$B/lib
 out=$(mktemp -d)
 port=18790
 $PIN $B/fast_server --port $port --tokens 16 >/dev/null 2>&1 & F=$!
-trap 'kill $F 2>/dev/null' EXIT
+trap 'kill $F 2>/dev/null; rm -rf $out' EXIT
 sleep 0.5
 # Two wrk requests: the smallest chat request ("hi"), and the very request llmload sends (its
 # headers and a 16-token synthetic prompt; the server parses a body twice as long).
