@@ -89,6 +89,8 @@ pub struct Progress {
 /// Runs benchmarks against one target with one workload.
 pub struct Engine<T: Transport> {
     transport: Arc<T>,
+    /// Requests made ready ahead of dispatch; kept across the benchmarks of a run.
+    specs: Arc<SpecQueue>,
     workload: Arc<Mutex<Box<dyn Workload>>>,
     epoch: Instant,
     next_id: AtomicU64,
@@ -113,8 +115,16 @@ impl<T: Transport> Engine<T> {
         epoch: Instant,
         interrupt: CancellationToken,
     ) -> Self {
+        // A workload that builds follow-ups from answers (multi-turn sessions) gets a shallow
+        // queue: a follow-up turn waits behind every request made ready before it.
+        let specs = Arc::new(if workload.wants_responses() {
+            SpecQueue::with_depth(2)
+        } else {
+            SpecQueue::new()
+        });
         Self {
             transport,
+            specs,
             workload: Arc::new(Mutex::new(workload)),
             epoch,
             next_id: AtomicU64::new(0),
@@ -160,11 +170,8 @@ impl<T: Transport> Engine<T> {
             .lock()
             .map(|w| w.wants_responses())
             .unwrap_or(false);
-        let specs = Arc::new(if wants_answers {
-            SpecQueue::with_depth(2)
-        } else {
-            SpecQueue::new()
-        });
+        let specs = self.specs.clone();
+        specs.reopen();
         let outbox = Arc::new(Outbox::new());
         let shared = Arc::new(Shared {
             transport: self.transport.clone(),
@@ -201,7 +208,6 @@ impl<T: Transport> Engine<T> {
                             break;
                         }
                         if sh.stop_sched.is_cancelled() {
-                            sh.specs.close();
                             return;
                         }
                         let next = match workload.lock() {
@@ -580,7 +586,10 @@ async fn closed_loop_worker<T: Transport>(sh: Arc<Shared<T>>, start_delay_s: f64
         let Some(spec) = sh.specs.pop(&sh.stop_sched).await else {
             return;
         };
-        let Some(n) = sh.ticket() else { return };
+        let Some(n) = sh.ticket() else {
+            sh.specs.unpop(spec);
+            return;
+        };
         let sent = sh.send_one(n, &spec, None, None).await;
         sh.finish(sent);
     }
@@ -641,13 +650,18 @@ fn pacer<T: Transport>(
             offset
         };
         if max_seconds.is_some_and(|m| offset >= m) {
+            sh.specs.unpop(spec);
             return;
         }
         let target = sh.bench_start + Duration::from_secs_f64(offset.max(0.0));
         if !precise_sleep_until(target, &sh.stop_sched) {
+            sh.specs.unpop(spec);
             return;
         }
-        let Some(n) = sh.ticket() else { return };
+        let Some(n) = sh.ticket() else {
+            sh.specs.unpop(spec);
+            return;
+        };
         let t_sched = target.duration_since(sh.epoch).as_secs_f64();
         match &cap {
             None => {
@@ -967,6 +981,34 @@ mod tests {
         }
         let rate = out.benchmark.throughput.requests_per_s;
         assert!(rate > 70.0 && rate < 110.0, "{rate}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn requests_made_ready_carry_over_to_the_next_benchmark() {
+        // A finite workload of 25: benchmarks of 10, 10 and the last 5; nothing made ready
+        // ahead of the first is thrown away at its end.
+        for profile in [
+            Profile::Concurrent { concurrency: 3 },
+            Profile::Constant { rate: 500.0 },
+        ] {
+            let e = engine(Fake::new(1, 2), 25);
+            let mut plan = BenchmarkPlan::new(profile.clone());
+            plan.stop.max_requests = Some(10);
+            let mut got = Vec::new();
+            for i in 0..3 {
+                let out = e.run_benchmark(i, &plan, NullSink::shared()).await;
+                got.push((out.benchmark.requests.completed, out.stopped_by));
+            }
+            assert_eq!(
+                got,
+                [
+                    (10, "max_requests".to_string()),
+                    (10, "max_requests".to_string()),
+                    (5, "workload_exhausted".to_string())
+                ],
+                "{profile:?}"
+            );
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -33,8 +33,8 @@ pub enum Pop {
     Ready(RequestSpec),
     /// Nothing ready yet; the producer is still at work.
     Empty,
-    /// The producer has finished (workload exhausted or benchmark stopping) and the queue is
-    /// empty.
+    /// The queue is empty and nothing more will come in this benchmark (the workload is
+    /// exhausted, or the benchmark is over).
     Closed,
 }
 
@@ -43,9 +43,11 @@ struct SpecState {
     items: VecDeque<RequestSpec>,
     /// Image bytes held by the ready requests.
     image_bytes: u64,
-    /// The producer is done: nothing more will be pushed.
+    /// The workload is exhausted: nothing more will ever be pushed.
     closed: bool,
-    /// The benchmark is stopping: the producer must return.
+    /// The benchmark is over: the producer must return. Cleared by [`SpecQueue::reopen`] for
+    /// the next benchmark, which takes the requests left ready (none are thrown away: a
+    /// finite dataset loses no rows between the steps of a sweep).
     shutdown: bool,
     /// The producer sleeps until the queue drains to `LOW`.
     producer_waiting: bool,
@@ -140,22 +142,40 @@ impl SpecQueue {
         }
     }
 
-    /// Producer side: nothing more will come; consumers get [`Pop::Closed`] once it is empty.
+    /// Gives back a request taken but not sent (the benchmark stopped in between): it goes
+    /// first to the next benchmark.
+    pub fn unpop(&self, spec: RequestSpec) {
+        let wake = {
+            let mut s = lock(&self.state);
+            s.image_bytes += image_bytes(&spec);
+            s.items.push_front(spec);
+            s.waiting > 0
+        };
+        if wake {
+            self.ready.notify_one();
+        }
+    }
+
+    /// Producer side: the workload is exhausted; consumers get [`Pop::Closed`] once the queue
+    /// is empty.
     pub fn close(&self) {
         lock(&self.state).closed = true;
         self.ready.notify_waiters();
     }
 
-    /// The benchmark is over: the producer returns from [`SpecQueue::wait_for_room`] and the
-    /// queue reports closed.
+    /// The benchmark is over: the producer returns from [`SpecQueue::wait_for_room`] and an
+    /// empty queue reports closed. What is ready stays for the next benchmark.
     pub fn shutdown(&self) {
-        {
-            let mut s = lock(&self.state);
-            s.shutdown = true;
-            s.closed = true;
-        }
+        lock(&self.state).shutdown = true;
         self.room.notify_all();
         self.ready.notify_waiters();
+    }
+
+    /// A new benchmark starts: the producer may fill again.
+    pub fn reopen(&self) {
+        let mut s = lock(&self.state);
+        s.shutdown = false;
+        s.producer_waiting = false;
     }
 
     /// Takes a ready request without waiting.
@@ -171,7 +191,7 @@ impl SpecQueue {
                     }
                     (Pop::Ready(spec), wake)
                 }
-                None if s.closed => (Pop::Closed, false),
+                None if s.closed || s.shutdown => (Pop::Closed, false),
                 None => (Pop::Empty, false),
             }
         };
@@ -424,6 +444,10 @@ mod tests {
         std::thread::sleep(Duration::from_millis(20));
         q.shutdown();
         assert_eq!(producer.join().unwrap(), None);
+        // What was ready stays for the next benchmark.
+        q.reopen();
+        assert_eq!(q.len(), SpecQueue::CAP);
+        assert!(matches!(q.try_pop(), Pop::Ready(_)));
     }
 
     #[test]
