@@ -131,24 +131,24 @@ impl SpecQueue {
 
     /// Producer side: adds one ready request, waking one waiting consumer if any.
     pub fn push(&self, spec: RequestSpec) {
-        let wake = {
-            let mut s = lock(&self.state);
-            s.image_bytes += image_bytes(&spec);
-            s.items.push_back(spec);
-            s.waiting > 0
-        };
-        if wake {
-            self.ready.notify_one();
-        }
+        self.insert(spec, false);
     }
 
     /// Gives back a request taken but not sent (the benchmark stopped in between): it goes
     /// first to the next benchmark.
     pub fn unpop(&self, spec: RequestSpec) {
+        self.insert(spec, true);
+    }
+
+    fn insert(&self, spec: RequestSpec, front: bool) {
         let wake = {
             let mut s = lock(&self.state);
             s.image_bytes += image_bytes(&spec);
-            s.items.push_front(spec);
+            if front {
+                s.items.push_front(spec);
+            } else {
+                s.items.push_back(spec);
+            }
             s.waiting > 0
         };
         if wake {
