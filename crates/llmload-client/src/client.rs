@@ -25,6 +25,12 @@ const ERROR_BODY_LIMIT: usize = 64 * 1024;
 /// Largest non-streaming body accepted.
 const BODY_LIMIT: usize = 256 * 1024 * 1024;
 
+/// A request with its body already rendered ([`Client::prepare`]).
+pub struct Prepared {
+    pub spec: RequestSpec,
+    body: RequestBody,
+}
+
 /// The measurement of one request.
 #[derive(Debug, Clone)]
 pub struct Outcome {
@@ -245,6 +251,34 @@ impl Client {
         epoch: Instant,
         cancel: &CancellationToken,
     ) -> Outcome {
+        let body = self.inner.body.build(spec);
+        self.send_body(spec, &body, epoch, cancel).await
+    }
+
+    /// Renders a request's body ahead of sending it (the engine does this on its producer
+    /// thread, off the thread that times requests).
+    pub fn prepare(&self, spec: RequestSpec) -> Prepared {
+        let body = self.inner.body.build(&spec);
+        Prepared { spec, body }
+    }
+
+    /// [`Client::send`] of a prepared request.
+    pub async fn send_prepared(
+        &self,
+        p: &Prepared,
+        epoch: Instant,
+        cancel: &CancellationToken,
+    ) -> Outcome {
+        self.send_body(&p.spec, &p.body, epoch, cancel).await
+    }
+
+    async fn send_body(
+        &self,
+        spec: &RequestSpec,
+        body: &RequestBody,
+        epoch: Instant,
+        cancel: &CancellationToken,
+    ) -> Outcome {
         let inner = &*self.inner;
         let in_flight = inner.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
         let _guard = InFlightGuard(&inner.in_flight);
@@ -282,10 +316,9 @@ impl Client {
                 "cancelled before dispatch".into(),
             ));
         } else {
-            let body = inner.body.build(spec);
             let deadline = inner.cfg.request_timeout.map(|d| start + d);
             let ended = {
-                let exchange = self.exchange(&mut p, &body, epoch);
+                let exchange = self.exchange(&mut p, body, epoch);
                 tokio::pin!(exchange);
                 match deadline {
                     Some(dl) => tokio::select! {

@@ -19,7 +19,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::handoff::{Outbox, Pop, SpecQueue};
+use crate::handoff::{Outbox, Pop, SpecQueue, image_bytes};
 use crate::plan::{BenchmarkPlan, ERROR_RATE_MIN_SAMPLE};
 use crate::profile::{Arrivals, Profile};
 
@@ -42,10 +42,21 @@ pub struct Sent {
 ///
 /// The engine is generic over it (no boxed future per request: the client's request future
 /// is ~2.7 KB, and allocating and moving it for every request was measurable).
+///
+/// A request is prepared first, on the engine's producer thread (the client renders its JSON
+/// body there), so that the thread that times requests only sends them.
 pub trait Transport: Send + Sync + 'static {
+    /// A request ready to send.
+    type Ready: Send + Sync + 'static;
+
+    fn prepare(&self, spec: RequestSpec) -> Self::Ready;
+
+    /// The request a ready one was made from.
+    fn spec(ready: &Self::Ready) -> &RequestSpec;
+
     fn send<'a>(
         &'a self,
-        spec: &'a RequestSpec,
+        ready: &'a Self::Ready,
         epoch: Instant,
         cancel: &'a CancellationToken,
     ) -> impl Future<Output = Sent> + Send + 'a;
@@ -90,7 +101,7 @@ pub struct Progress {
 pub struct Engine<T: Transport> {
     transport: Arc<T>,
     /// Requests made ready ahead of dispatch; kept across the benchmarks of a run.
-    specs: Arc<SpecQueue>,
+    specs: Arc<SpecQueue<T::Ready>>,
     workload: Arc<Mutex<Box<dyn Workload>>>,
     epoch: Instant,
     next_id: AtomicU64,
@@ -117,11 +128,15 @@ impl<T: Transport> Engine<T> {
     ) -> Self {
         // A workload that builds follow-ups from answers (multi-turn sessions) gets a shallow
         // queue: a follow-up turn waits behind every request made ready before it.
-        let specs = Arc::new(if workload.wants_responses() {
-            SpecQueue::with_depth(2)
-        } else {
-            SpecQueue::new()
-        });
+        let weigh: fn(&T::Ready) -> u64 = |r| image_bytes(T::spec(r));
+        let specs = Arc::new(SpecQueue::with_depth(
+            if workload.wants_responses() {
+                2
+            } else {
+                SpecQueue::<T::Ready>::CAP
+            },
+            weigh,
+        ));
         Self {
             transport,
             specs,
@@ -219,7 +234,7 @@ impl<T: Transport> Engine<T> {
                             sh.specs.close();
                             return;
                         };
-                        sh.specs.push(spec);
+                        sh.specs.push(sh.transport.prepare(spec));
                     }
                 }
             })
@@ -443,7 +458,7 @@ struct Shared<T: Transport> {
     /// The workload, when it wants the answers (multi-turn conversations).
     workload: Option<Arc<Mutex<Box<dyn Workload>>>>,
     exhausted: AtomicBool,
-    specs: Arc<SpecQueue>,
+    specs: Arc<SpecQueue<T::Ready>>,
     outbox: Arc<Outbox>,
 }
 
@@ -515,13 +530,14 @@ impl<T: Transport> Shared<T> {
     async fn send_one(
         &self,
         n: u64,
-        spec: &RequestSpec,
+        ready: &T::Ready,
         t_sched: Option<f64>,
         queue_s: Option<f64>,
     ) -> Sent {
+        let spec = T::spec(ready);
         let in_flight = self.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
         self.progress.in_flight.fetch_add(1, Ordering::Relaxed);
-        let mut sent = self.transport.send(spec, self.epoch, &self.cancel).await;
+        let mut sent = self.transport.send(ready, self.epoch, &self.cancel).await;
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
         self.progress.in_flight.fetch_sub(1, Ordering::Relaxed);
         let r = &mut sent.record;
@@ -645,7 +661,7 @@ fn pacer<T: Transport>(
         };
         let Some(spec) = spec else { return };
         let offset = if offset.is_nan() {
-            spec.at_s.unwrap_or(0.0)
+            T::spec(&spec).at_s.unwrap_or(0.0)
         } else {
             offset
         };
@@ -734,6 +750,16 @@ mod tests {
     }
 
     impl Transport for Fake {
+        type Ready = RequestSpec;
+
+        fn prepare(&self, spec: RequestSpec) -> RequestSpec {
+            spec
+        }
+
+        fn spec(ready: &RequestSpec) -> &RequestSpec {
+            ready
+        }
+
         async fn send(
             &self,
             _spec: &RequestSpec,

@@ -29,8 +29,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// What [`SpecQueue::try_pop`] found.
 #[derive(Debug)]
-pub enum Pop {
-    Ready(RequestSpec),
+pub enum Pop<R> {
+    Ready(R),
     /// Nothing ready yet; the producer is still at work.
     Empty,
     /// The queue is empty and nothing more will come in this benchmark (the workload is
@@ -38,9 +38,8 @@ pub enum Pop {
     Closed,
 }
 
-#[derive(Default)]
-struct SpecState {
-    items: VecDeque<RequestSpec>,
+struct SpecState<R> {
+    items: VecDeque<R>,
     /// Image bytes held by the ready requests.
     image_bytes: u64,
     /// The workload is exhausted: nothing more will ever be pushed.
@@ -55,23 +54,35 @@ struct SpecState {
     waiting: usize,
 }
 
-/// Requests made ready ahead of dispatch (many consumers, one producer).
-pub struct SpecQueue {
+/// Requests made ready ahead of dispatch (many consumers, one producer). `R` is a request as
+/// the transport prepared it (its body already rendered).
+pub struct SpecQueue<R> {
     /// Requests kept ready at most, and the level at which the producer refills.
     cap: usize,
     low: usize,
-    state: Mutex<SpecState>,
+    /// The image bytes a ready request holds.
+    weigh: fn(&R) -> u64,
+    state: Mutex<SpecState<R>>,
     /// The producer's wake-up.
     room: Condvar,
     /// Consumers' wake-up when the queue was empty.
     ready: Notify,
 }
 
-fn image_bytes(spec: &RequestSpec) -> u64 {
+/// The image bytes a request carries.
+pub fn image_bytes(spec: &RequestSpec) -> u64 {
     spec.images.iter().filter_map(|i| i.bytes).sum()
 }
 
-impl SpecQueue {
+impl SpecQueue<RequestSpec> {
+    /// A queue of plain requests, [`SpecQueue::CAP`] deep.
+    #[cfg(test)]
+    pub fn new() -> Self {
+        Self::with_depth(Self::CAP, image_bytes)
+    }
+}
+
+impl<R> SpecQueue<R> {
     /// Requests kept ready by default: a futex wake-up of the producer costs about as much
     /// as a whole request at 60,000 requests/s on 2 cores, so it refills 512 at a time.
     pub const CAP: usize = 1024;
@@ -79,26 +90,29 @@ impl SpecQueue {
     /// and refills at half of it.
     pub const IMAGE_BYTES_CAP: u64 = 64 << 20;
 
-    /// A queue of [`SpecQueue::CAP`] requests.
-    pub fn new() -> Self {
-        Self::with_depth(Self::CAP)
-    }
-
     /// A queue of `cap` requests (at least 2). Workloads whose next requests depend on
     /// answers (multi-turn sessions) want a shallow one: a follow-up turn waits behind every
     /// request made ready before it.
-    pub fn with_depth(cap: usize) -> Self {
+    pub fn with_depth(cap: usize, weigh: fn(&R) -> u64) -> Self {
         let cap = cap.max(2);
         Self {
             cap,
             low: cap / 2,
-            state: Mutex::new(SpecState::default()),
+            weigh,
+            state: Mutex::new(SpecState {
+                items: VecDeque::new(),
+                image_bytes: 0,
+                closed: false,
+                shutdown: false,
+                producer_waiting: false,
+                waiting: 0,
+            }),
             room: Condvar::new(),
             ready: Notify::new(),
         }
     }
 
-    fn needs_refill(&self, s: &SpecState) -> bool {
+    fn needs_refill(&self, s: &SpecState<R>) -> bool {
         s.items.len() <= self.low && s.image_bytes <= Self::IMAGE_BYTES_CAP / 2
     }
 
@@ -130,20 +144,20 @@ impl SpecQueue {
     }
 
     /// Producer side: adds one ready request, waking one waiting consumer if any.
-    pub fn push(&self, spec: RequestSpec) {
+    pub fn push(&self, spec: R) {
         self.insert(spec, false);
     }
 
     /// Gives back a request taken but not sent (the benchmark stopped in between): it goes
     /// first to the next benchmark.
-    pub fn unpop(&self, spec: RequestSpec) {
+    pub fn unpop(&self, spec: R) {
         self.insert(spec, true);
     }
 
-    fn insert(&self, spec: RequestSpec, front: bool) {
+    fn insert(&self, spec: R, front: bool) {
         let wake = {
             let mut s = lock(&self.state);
-            s.image_bytes += image_bytes(&spec);
+            s.image_bytes += (self.weigh)(&spec);
             if front {
                 s.items.push_front(spec);
             } else {
@@ -179,12 +193,12 @@ impl SpecQueue {
     }
 
     /// Takes a ready request without waiting.
-    pub fn try_pop(&self) -> Pop {
+    pub fn try_pop(&self) -> Pop<R> {
         let (pop, wake_producer) = {
             let mut s = lock(&self.state);
             match s.items.pop_front() {
                 Some(spec) => {
-                    s.image_bytes -= image_bytes(&spec);
+                    s.image_bytes -= (self.weigh)(&spec);
                     let wake = s.producer_waiting && self.needs_refill(&s);
                     if wake {
                         s.producer_waiting = false;
@@ -203,7 +217,7 @@ impl SpecQueue {
 
     /// Takes the next request, waiting for the producer if none is ready; `None` when the
     /// queue is closed and empty or `stop` fired.
-    pub async fn pop(&self, stop: &CancellationToken) -> Option<RequestSpec> {
+    pub async fn pop(&self, stop: &CancellationToken) -> Option<R> {
         loop {
             match self.try_pop() {
                 Pop::Ready(spec) => return Some(spec),
@@ -343,7 +357,7 @@ mod tests {
 
     #[test]
     fn producer_refills_at_half_and_consumers_take_in_order() {
-        let q = SpecQueue::with_depth(8);
+        let q = SpecQueue::with_depth(8, image_bytes);
         assert_eq!(q.wait_for_room(), Some(8));
         for i in 0..8 {
             q.push(spec(i));
@@ -373,7 +387,7 @@ mod tests {
             s.images.push(llmload_core::ImageMeta {
                 width: None,
                 height: None,
-                bytes: Some(SpecQueue::IMAGE_BYTES_CAP / 4),
+                bytes: Some(SpecQueue::<RequestSpec>::IMAGE_BYTES_CAP / 4),
                 mime: None,
             });
             s
@@ -436,7 +450,7 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(20)).await;
         stop.cancel();
         assert!(t.await.unwrap().is_none());
-        for i in 0..SpecQueue::CAP as u32 {
+        for i in 0..SpecQueue::<RequestSpec>::CAP as u32 {
             q.push(spec(i));
         }
         let p = q.clone();
@@ -446,7 +460,7 @@ mod tests {
         assert_eq!(producer.join().unwrap(), None);
         // What was ready stays for the next benchmark.
         q.reopen();
-        assert_eq!(q.len(), SpecQueue::CAP);
+        assert_eq!(q.len(), SpecQueue::<RequestSpec>::CAP);
         assert!(matches!(q.try_pop(), Pop::Ready(_)));
     }
 

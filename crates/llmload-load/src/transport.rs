@@ -2,19 +2,29 @@
 
 use std::time::Instant;
 
-use llmload_client::{Client, Outcome};
+use llmload_client::{Client, Outcome, Prepared};
 use llmload_core::RequestSpec;
 use tokio_util::sync::CancellationToken;
 
 use crate::engine::{Sent, Transport};
 
 impl Transport for Client {
-    async fn send(&self, spec: &RequestSpec, epoch: Instant, cancel: &CancellationToken) -> Sent {
+    type Ready = Prepared;
+
+    fn prepare(&self, spec: RequestSpec) -> Prepared {
+        Client::prepare(self, spec)
+    }
+
+    fn spec(ready: &Prepared) -> &RequestSpec {
+        &ready.spec
+    }
+
+    async fn send(&self, ready: &Prepared, epoch: Instant, cancel: &CancellationToken) -> Sent {
         let Outcome {
             record,
             gaps,
             answer,
-        } = Client::send(self, spec, epoch, cancel).await;
+        } = self.send_prepared(ready, epoch, cancel).await;
         Sent {
             record,
             gaps,
