@@ -4,7 +4,8 @@
 
 use std::net::SocketAddr;
 
-use serde_json::Value;
+mod common;
+use common::results;
 
 fn sum_metric(text: &str, name: &str, label_filter: &str) -> f64 {
     text.lines()
@@ -63,8 +64,7 @@ async fn run_through_the_gateway_counts_agree_everywhere() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(0), "{stderr}");
-    let r: Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
+    let r = results(&out);
     let b = &r["benchmarks"][0];
     assert_eq!(b["requests"]["completed"], 40);
     assert_eq!(b["tokens"]["output_total"], 40 * 16);

@@ -8,11 +8,13 @@
 #![allow(clippy::unwrap_used)] // test helpers: a failure is a test failure
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::Value;
+
+mod common;
+use common::{jsonl, requests, results};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, Command};
 use tokio::time::Instant;
@@ -110,15 +112,6 @@ async fn wait_for(what: &str, secs: f64, mut cond: impl FnMut() -> bool) {
         assert!(Instant::now() < deadline, "timed out waiting for: {what}");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-}
-
-fn read_jsonl(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap()
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -227,11 +220,10 @@ async fn killing_a_backend_mid_run_fails_only_its_streams_and_it_comes_back() {
     assert_eq!(output.status.code(), Some(0), "{stderr}");
 
     // The client's view.
-    let r: Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
+    let r = results(&out);
     let bench = &r["benchmarks"][0];
     let completed = bench["requests"]["completed"].as_u64().unwrap();
-    let records = read_jsonl(&out.join("requests.jsonl"));
+    let records = requests(&out);
     let failed: Vec<&Value> = records
         .iter()
         .filter(|rec| !rec["error"].is_null())
@@ -312,7 +304,7 @@ async fn killing_a_backend_mid_run_fails_only_its_streams_and_it_comes_back() {
     // The access log: one line per request, each with its own id; the broken ones on B after
     // one attempt.
     gw.shutdown().await;
-    let lines = read_jsonl(&access_log);
+    let lines = jsonl(&access_log);
     assert_eq!(lines.len() as u64, N + 1);
     let ids: std::collections::HashSet<&str> = lines
         .iter()

@@ -2,7 +2,6 @@
 
 #![allow(clippy::unwrap_used)] // test helpers: a failure is a test failure
 
-use std::path::Path;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -10,6 +9,9 @@ use std::time::Duration;
 
 use llmload_client::testkit::{Reply, Stream, TestServer, UsageMode};
 use serde_json::Value;
+
+mod common;
+use common::{requests, results};
 
 fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_llmload")
@@ -27,19 +29,6 @@ async fn run_llmload(args: &[&str]) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
-}
-
-fn results(dir: &Path) -> Value {
-    let text = std::fs::read_to_string(dir.join("results.json")).expect("results.json exists");
-    serde_json::from_str(&text).expect("results.json is JSON")
-}
-
-fn requests(dir: &Path) -> Vec<Value> {
-    std::fs::read_to_string(dir.join("requests.jsonl"))
-        .expect("requests.jsonl exists")
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("each line is JSON"))
-        .collect()
 }
 
 fn f(v: &Value) -> f64 {

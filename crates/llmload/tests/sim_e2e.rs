@@ -2,9 +2,8 @@
 
 #![allow(clippy::unwrap_used)] // test helpers: a failure is a test failure
 
-use std::path::Path;
-
-use serde_json::Value;
+mod common;
+use common::results;
 
 fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_llmload")
@@ -21,10 +20,6 @@ fn llmload(args: &[&str]) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
-}
-
-fn results(dir: &Path) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(dir.join("results.json")).unwrap()).unwrap()
 }
 
 #[test]
