@@ -51,6 +51,19 @@ BACKEND_ADDR=127.0.0.1:18000
 WORK=$(mktemp -d)
 PIDS=""
 cleanup() { for p in $PIDS; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
+# Starts the LiteLLM proxy on port 4000 with config $1 (log $2), waits until it is live, and
+# leaves its pid in LL_PID.
+start_litellm() {
+  $N "$LITELLM" --config "$1" --host 127.0.0.1 --port 4000 --num_workers 1 >"$2" 2>&1 &
+  LL_PID=$!
+  PIDS="$PIDS $LL_PID"
+  local i=0
+  until curl -sf -o /dev/null http://127.0.0.1:4000/health/liveliness; do
+    i=$((i + 1))
+    [ $i -lt 240 ] || { echo "LiteLLM did not start; its log:"; tail -30 "$2"; exit 1; }
+    sleep 0.5
+  done
+}
 trap cleanup EXIT INT TERM
 
 echo "== machine"
@@ -104,16 +117,8 @@ if want 3 && [ -n "${LITELLM:-}" ]; then
   echo
   echo "== 3. LiteLLM proxy on the same backend, same run (anchor); direct and gateway again at LiteLLM's rate"
   "$LITELLM" --version 2>/dev/null | head -1 || true
-  $N "$LITELLM" --config "$WORK/litellm.yaml" --host 127.0.0.1 --port 4000 --num_workers 1 \
-    >"$WORK/litellm.log" 2>&1 &
-  LL=$!
-  PIDS="$PIDS $LL"
-  i=0
-  until curl -sf -o /dev/null http://127.0.0.1:4000/health/liveliness; do
-    i=$((i + 1))
-    [ $i -lt 240 ] || { echo "LiteLLM did not start; its log:"; tail -30 "$WORK/litellm.log"; exit 1; }
-    sleep 0.5
-  done
+  start_litellm "$WORK/litellm.yaml" "$WORK/litellm.log"
+  LL=$LL_PID
   # With one worker, LiteLLM serves from the launched process itself.
   BENCH_BACKEND_ADDR=$BACKEND_ADDR BENCH_SECS=$SECS BENCH_ROUNDS=$ROUNDS \
     BENCH_RATE=$LITELLM_RATE BENCH_CONC=$LITELLM_CONC \
@@ -124,6 +129,7 @@ if want 3 && [ -n "${LITELLM:-}" ]; then
 fi
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+
 
 if want 4 && [ -n "${LLMLOAD:-}" ] && [ -n "${FAST_SERVER:-}" ] && [ -x "$GW_BIN" ]; then
   TOKENS=${TOKENS:-16}
@@ -196,16 +202,8 @@ EOF
     echo
     echo "== 5. the same at LiteLLM's rate ($LITELLM_RATE req/s): direct, gateway, LiteLLM (same fast_server)"
     sed "s/mock-model/fast-model/g; s#$BACKEND_ADDR#127.0.0.1:18100#" "$WORK/litellm.yaml" >"$WORK/litellm4.yaml"
-    $N "$LITELLM" --config "$WORK/litellm4.yaml" --host 127.0.0.1 --port 4000 --num_workers 1 \
-      >"$WORK/litellm4.log" 2>&1 &
-    LL4=$!
-    PIDS="$PIDS $LL4"
-    i=0
-    until curl -sf -o /dev/null http://127.0.0.1:4000/health/liveliness; do
-      i=$((i + 1))
-      [ $i -lt 240 ] || { echo "LiteLLM did not start"; tail -30 "$WORK/litellm4.log"; exit 1; }
-      sleep 0.5
-    done
+    start_litellm "$WORK/litellm4.yaml" "$WORK/litellm4.log"
+    LL4=$LL_PID
     LN=$((LITELLM_RATE * SECS * 2 + 20))
     WARM=20
     lrun direct-l 18100 "$LITELLM_RATE" "$LN"

@@ -636,14 +636,20 @@ mod tests {
         Context::from_waker(std::task::Waker::noop())
     }
 
-    #[test]
-    fn mailbox_merges_and_parks() {
+    /// A mailbox and the stream's reader of it.
+    fn mailbox() -> (Arc<Mailbox>, Deliveries) {
         let mb = Arc::new(Mailbox::default());
-        let mut rx = Deliveries {
+        let rx = Deliveries {
             mb: mb.clone(),
             seen: 0,
             done: false,
         };
+        (mb, rx)
+    }
+
+    #[test]
+    fn mailbox_merges_and_parks() {
+        let (mb, mut rx) = mailbox();
         let mut cx = noop_cx();
         assert_eq!(rx.poll_recv(&mut cx), Poll::Pending);
         // the reader parked: the first publish asks for a wake, the next ones do not
@@ -674,12 +680,7 @@ mod tests {
 
     #[test]
     fn closed_mailbox_ends_the_stream() {
-        let mb = Arc::new(Mailbox::default());
-        let mut rx = Deliveries {
-            mb: mb.clone(),
-            seen: 0,
-            done: false,
-        };
+        let (mb, mut rx) = mailbox();
         let mut cx = noop_cx();
         assert!(!mb.publish(4, None));
         assert!(rx.poll_recv(&mut cx).is_ready());
