@@ -8,7 +8,7 @@
 //! own lag). Closed-loop profiles run one task per worker.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -103,6 +103,8 @@ pub struct Engine<T: Transport> {
     /// Requests made ready ahead of dispatch; kept across the benchmarks of a run.
     specs: Arc<SpecQueue<T::Ready>>,
     workload: Arc<Mutex<Box<dyn Workload>>>,
+    /// The workload builds follow-ups from answers (multi-turn sessions).
+    wants_answers: bool,
     epoch: Instant,
     next_id: AtomicU64,
     pub progress: Arc<Progress>,
@@ -128,9 +130,10 @@ impl<T: Transport> Engine<T> {
     ) -> Self {
         // A workload that builds follow-ups from answers (multi-turn sessions) gets a shallow
         // queue: a follow-up turn waits behind every request made ready before it.
+        let wants_answers = workload.wants_responses();
         let weigh: fn(&T::Ready) -> u64 = |r| image_bytes(T::spec(r));
         let specs = Arc::new(SpecQueue::with_depth(
-            if workload.wants_responses() {
+            if wants_answers {
                 2
             } else {
                 SpecQueue::<T::Ready>::CAP
@@ -141,6 +144,7 @@ impl<T: Transport> Engine<T> {
             transport,
             specs,
             workload: Arc::new(Mutex::new(workload)),
+            wants_answers,
             epoch,
             next_id: AtomicU64::new(0),
             progress: Arc::new(Progress::default()),
@@ -180,11 +184,6 @@ impl<T: Transport> Engine<T> {
 
         let stop_sched = self.interrupt.child_token();
         let cancel = self.interrupt.child_token();
-        let wants_answers = self
-            .workload
-            .lock()
-            .map(|w| w.wants_responses())
-            .unwrap_or(false);
         let specs = self.specs.clone();
         specs.reopen();
         let outbox = Arc::new(Outbox::new());
@@ -205,8 +204,7 @@ impl<T: Transport> Engine<T> {
             finished: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             stopped_by: std::sync::OnceLock::new(),
-            workload: wants_answers.then(|| self.workload.clone()),
-            exhausted: AtomicBool::new(false),
+            workload: self.wants_answers.then(|| self.workload.clone()),
             specs: specs.clone(),
             outbox: outbox.clone(),
         });
@@ -230,7 +228,6 @@ impl<T: Transport> Engine<T> {
                             Err(_) => None,
                         };
                         let Some(spec) = next else {
-                            sh.exhausted.store(true, Ordering::Relaxed);
                             sh.specs.close();
                             return;
                         };
@@ -372,7 +369,7 @@ impl<T: Transport> Engine<T> {
             "max_seconds"
         } else if plan.stop.max_requests.is_some_and(|m| issued >= m) {
             "max_requests"
-        } else if shared.exhausted.load(Ordering::Relaxed) {
+        } else if specs.exhausted() {
             "workload_exhausted"
         } else {
             "max_seconds"
@@ -457,7 +454,6 @@ struct Shared<T: Transport> {
     stopped_by: std::sync::OnceLock<&'static str>,
     /// The workload, when it wants the answers (multi-turn conversations).
     workload: Option<Arc<Mutex<Box<dyn Workload>>>>,
-    exhausted: AtomicBool,
     specs: Arc<SpecQueue<T::Ready>>,
     outbox: Arc<Outbox>,
 }

@@ -177,6 +177,11 @@ impl<R> SpecQueue<R> {
         self.ready.notify_waiters();
     }
 
+    /// Whether the producer found the workload exhausted.
+    pub fn exhausted(&self) -> bool {
+        lock(&self.state).closed
+    }
+
     /// The benchmark is over: the producer returns from [`SpecQueue::wait_for_room`] and an
     /// empty queue reports closed. What is ready stays for the next benchmark.
     pub fn shutdown(&self) {
