@@ -48,7 +48,7 @@ struct SpecState<R> {
     /// the next benchmark, which takes the requests left ready (none are thrown away: a
     /// finite dataset loses no rows between the steps of a sweep).
     shutdown: bool,
-    /// The producer sleeps until the queue drains to `LOW`.
+    /// The producer sleeps until the queue drains to half.
     producer_waiting: bool,
     /// Closed-loop workers waiting on an empty queue.
     waiting: usize,
@@ -283,7 +283,6 @@ pub struct Outbox {
 }
 
 /// One hand-over from the outbox to the collector.
-#[derive(Default)]
 pub struct Batch {
     pub records: Vec<Sent>,
     pub dropped: u64,
