@@ -14,6 +14,7 @@
 //! See `docs/client.md`.
 
 mod body;
+mod chunk;
 pub mod cli;
 mod client;
 mod config;
@@ -21,6 +22,7 @@ mod conn;
 mod discover;
 mod error;
 mod http1;
+mod json;
 pub mod sse;
 mod stream;
 #[cfg(any(test, feature = "testkit"))]

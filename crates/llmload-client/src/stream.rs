@@ -1,156 +1,11 @@
 //! What the OpenAI chunks of one response say: output events and their arrival times,
 //! finish reason, usage, errors sent inside the stream.
 
-use std::borrow::Cow;
-
 use llmload_core::ErrorClass;
-use serde::Deserialize;
 
+pub(crate) use crate::chunk::Usage;
+use crate::chunk::{self, Chunk};
 use crate::error::snippet;
-
-/// A JSON string borrowed from the body when it has no escapes, owned otherwise.
-///
-/// serde's `#[serde(borrow)]` only borrows a bare `Cow<str>`: an `Option<Cow<str>>` is always
-/// deserialized into an owned `String`, an allocation per field per event.
-#[derive(Debug, Default)]
-struct Text<'a>(Cow<'a, str>);
-
-impl std::ops::Deref for Text<'_> {
-    type Target = str;
-    fn deref(&self) -> &str {
-        &self.0
-    }
-}
-
-impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V<'a>(std::marker::PhantomData<&'a ()>);
-        impl<'de: 'a, 'a> serde::de::Visitor<'de> for V<'a> {
-            type Value = Text<'a>;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a string")
-            }
-            fn visit_borrowed_str<E: serde::de::Error>(self, v: &'de str) -> Result<Text<'a>, E> {
-                Ok(Text(Cow::Borrowed(v)))
-            }
-            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Text<'a>, E> {
-                Ok(Text(Cow::Owned(v.to_owned())))
-            }
-            fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Text<'a>, E> {
-                Ok(Text(Cow::Owned(v)))
-            }
-        }
-        d.deserialize_str(V(std::marker::PhantomData))
-    }
-}
-
-#[derive(Deserialize, Default)]
-struct ChunkJson<'a> {
-    #[serde(default, borrow)]
-    choices: Option<Choices<'a>>,
-    #[serde(default)]
-    usage: Option<UsageJson>,
-    #[serde(default)]
-    error: Option<serde_json::Value>,
-    /// vLLM's plain error body: `{"object":"error","message":...,"code":...}`.
-    #[serde(default, borrow)]
-    object: Option<Text<'a>>,
-    #[serde(default, borrow)]
-    message: Option<Text<'a>>,
-    #[serde(default)]
-    code: Option<serde_json::Value>,
-}
-
-/// The `choices` array; the first choice is held inline (no allocation for `n = 1`).
-#[derive(Default)]
-struct Choices<'a> {
-    first: Option<ChoiceJson<'a>>,
-    rest: Vec<ChoiceJson<'a>>,
-}
-
-impl<'a> Choices<'a> {
-    fn iter(&self) -> impl Iterator<Item = &ChoiceJson<'a>> {
-        self.first.iter().chain(self.rest.iter())
-    }
-}
-
-impl<'de: 'a, 'a> Deserialize<'de> for Choices<'a> {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V<'a>(std::marker::PhantomData<&'a ()>);
-        impl<'de: 'a, 'a> serde::de::Visitor<'de> for V<'a> {
-            type Value = Choices<'a>;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("an array of choices")
-            }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(
-                self,
-                mut seq: A,
-            ) -> Result<Self::Value, A::Error> {
-                let mut c = Choices::default();
-                while let Some(x) = seq.next_element::<ChoiceJson<'a>>()? {
-                    if c.first.is_none() {
-                        c.first = Some(x);
-                    } else {
-                        c.rest.push(x);
-                    }
-                }
-                Ok(c)
-            }
-        }
-        d.deserialize_seq(V(std::marker::PhantomData))
-    }
-}
-
-#[derive(Deserialize, Default)]
-struct ChoiceJson<'a> {
-    /// Chat streaming.
-    #[serde(default, borrow)]
-    delta: Option<DeltaJson<'a>>,
-    /// Chat non-streaming.
-    #[serde(default, borrow)]
-    message: Option<DeltaJson<'a>>,
-    /// Completions.
-    #[serde(default, borrow)]
-    text: Option<Text<'a>>,
-    #[serde(default, borrow)]
-    finish_reason: Option<Text<'a>>,
-}
-
-#[derive(Deserialize, Default)]
-struct DeltaJson<'a> {
-    #[serde(default, borrow)]
-    content: Option<Text<'a>>,
-    #[serde(default, borrow)]
-    reasoning_content: Option<Text<'a>>,
-    #[serde(default, borrow)]
-    reasoning: Option<Text<'a>>,
-    #[serde(default, borrow)]
-    tool_calls: Option<Vec<ToolCallJson<'a>>>,
-}
-
-#[derive(Deserialize, Default)]
-struct ToolCallJson<'a> {
-    #[serde(default, borrow)]
-    function: Option<FunctionJson<'a>>,
-}
-
-#[derive(Deserialize, Default)]
-struct FunctionJson<'a> {
-    #[serde(default, borrow)]
-    name: Option<Text<'a>>,
-    #[serde(default, borrow)]
-    arguments: Option<Text<'a>>,
-}
-
-#[derive(Deserialize, Default, Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Usage {
-    #[serde(default)]
-    pub prompt_tokens: Option<u64>,
-    #[serde(default)]
-    pub completion_tokens: Option<u64>,
-}
-
-type UsageJson = Usage;
 
 /// How interpreting one event went.
 #[derive(Debug, PartialEq)]
@@ -227,7 +82,7 @@ impl ResponseState {
             self.done = true;
             return Flow::Done;
         }
-        let chunk: ChunkJson<'_> = match serde_json::from_slice(trimmed) {
+        let chunk = match chunk::parse(trimmed) {
             Ok(c) => c,
             Err(e) => {
                 self.error = Some((
@@ -265,7 +120,7 @@ impl ResponseState {
 
     /// A whole non-streaming body, arrived at `t`.
     pub(crate) fn on_body(&mut self, body: &[u8], t: f64) -> Flow {
-        let chunk: ChunkJson<'_> = match serde_json::from_slice(body) {
+        let chunk = match chunk::parse(body) {
             Ok(c) => c,
             Err(e) => {
                 self.error = Some((
@@ -301,7 +156,7 @@ impl ResponseState {
         Flow::Done
     }
 
-    fn check_error(&mut self, chunk: &ChunkJson<'_>, name: &[u8], raw: &[u8]) -> Option<Flow> {
+    fn check_error(&mut self, chunk: &Chunk<'_>, name: &[u8], raw: &[u8]) -> Option<Flow> {
         let (msg, code) = if let Some(err) = &chunk.error {
             let msg = match err {
                 serde_json::Value::String(s) => s.clone(),
@@ -338,7 +193,7 @@ impl ResponseState {
         Some(Flow::Fail)
     }
 
-    fn apply_choices(&mut self, chunk: &ChunkJson<'_>) -> EventOutput {
+    fn apply_choices(&mut self, chunk: &Chunk<'_>) -> EventOutput {
         let mut out = EventOutput::default();
         let Some(choices) = &chunk.choices else {
             return out;
@@ -467,25 +322,6 @@ mod tests {
         s.on_body(without, 1.0);
         assert_eq!(s.answer, "hi there");
         assert_eq!(s.finish_reason.as_deref(), Some("stop"));
-    }
-
-    #[test]
-    fn strings_are_borrowed_unless_escaped() {
-        let body =
-            br#"{"choices":[{"message":{"content":"plain text"},"finish_reason":"length"}]}"#;
-        let c: ChunkJson<'_> = serde_json::from_slice(body).unwrap();
-        let first = c.choices.as_ref().unwrap().first.as_ref().unwrap();
-        let content = first.message.as_ref().unwrap().content.as_ref().unwrap();
-        assert!(matches!(content.0, Cow::Borrowed("plain text")));
-        assert!(matches!(
-            first.finish_reason.as_ref().unwrap().0,
-            Cow::Borrowed("length")
-        ));
-        let body = br#"{"choices":[{"message":{"content":"two\nlines \u00e9"}}]}"#;
-        let c: ChunkJson<'_> = serde_json::from_slice(body).unwrap();
-        let first = c.choices.as_ref().unwrap().first.as_ref().unwrap();
-        let content = first.message.as_ref().unwrap().content.as_ref().unwrap();
-        assert!(matches!(&content.0, Cow::Owned(s) if s == "two\nlines \u{e9}"));
     }
 
     #[test]
