@@ -113,7 +113,7 @@ pub(crate) fn parse(b: &[u8]) -> Result<Chunk<'_>, JsonError> {
     let mut seen = Seen::default();
     s.object("a JSON object", |s, key| {
         match &*key {
-            "choices" => {
+            b"choices" => {
                 seen.once(s, 0, "choices")?;
                 if s.null()? {
                     c.choices = None;
@@ -122,27 +122,27 @@ pub(crate) fn parse(b: &[u8]) -> Result<Chunk<'_>, JsonError> {
                     s.array("an array of choices", |s| choice(s, all.next()))?;
                 }
             }
-            "usage" => {
+            b"usage" => {
                 seen.once(s, 1, "usage")?;
                 opt(s, &mut c.usage, usage)?;
             }
-            "error" => {
+            b"error" => {
                 seen.once(s, 2, "error")?;
                 c.error = if s.null()? { None } else { Some(value(s)?) };
             }
-            "object" => {
+            b"object" => {
                 seen.once(s, 3, "object")?;
                 c.object = text(s)?;
             }
-            "message" => {
+            b"message" => {
                 seen.once(s, 4, "message")?;
                 c.message = text(s)?;
             }
-            "code" => {
+            b"code" => {
                 seen.once(s, 5, "code")?;
                 c.code = if s.null()? { None } else { Some(value(s)?) };
             }
-            _ => s.skip()?,
+            _ => s.other(&key)?,
         }
         Ok(())
     })?;
@@ -219,15 +219,15 @@ fn usage(s: &mut Scanner<'_>, u: &mut Usage) -> Result<(), JsonError> {
     let mut seen = Seen::default();
     s.object("a usage object", |s, key| {
         match &*key {
-            "prompt_tokens" => {
+            b"prompt_tokens" => {
                 seen.once(s, 0, "prompt_tokens")?;
                 u.prompt_tokens = count(s)?;
             }
-            "completion_tokens" => {
+            b"completion_tokens" => {
                 seen.once(s, 1, "completion_tokens")?;
                 u.completion_tokens = count(s)?;
             }
-            _ => s.skip()?,
+            _ => s.other(&key)?,
         }
         Ok(())
     })
@@ -237,23 +237,23 @@ fn choice<'a>(s: &mut Scanner<'a>, c: &mut Choice<'a>) -> Result<(), JsonError> 
     let mut seen = Seen::default();
     s.object("a choice object", |s, key| {
         match &*key {
-            "delta" => {
+            b"delta" => {
                 seen.once(s, 0, "delta")?;
                 opt(s, &mut c.delta, delta)?;
             }
-            "message" => {
+            b"message" => {
                 seen.once(s, 1, "message")?;
                 opt(s, &mut c.message, delta)?;
             }
-            "text" => {
+            b"text" => {
                 seen.once(s, 2, "text")?;
                 c.text = text(s)?;
             }
-            "finish_reason" => {
+            b"finish_reason" => {
                 seen.once(s, 3, "finish_reason")?;
                 c.finish_reason = text(s)?;
             }
-            _ => s.skip()?,
+            _ => s.other(&key)?,
         }
         Ok(())
     })
@@ -263,19 +263,19 @@ fn delta<'a>(s: &mut Scanner<'a>, d: &mut Delta<'a>) -> Result<(), JsonError> {
     let mut seen = Seen::default();
     s.object("a message object", |s, key| {
         match &*key {
-            "content" => {
+            b"content" => {
                 seen.once(s, 0, "content")?;
                 d.content = text(s)?;
             }
-            "reasoning_content" => {
+            b"reasoning_content" => {
                 seen.once(s, 1, "reasoning_content")?;
                 d.reasoning_content = text(s)?;
             }
-            "reasoning" => {
+            b"reasoning" => {
                 seen.once(s, 2, "reasoning")?;
                 d.reasoning = text(s)?;
             }
-            "tool_calls" => {
+            b"tool_calls" => {
                 seen.once(s, 3, "tool_calls")?;
                 opt(s, &mut d.tool_calls, |s, calls| {
                     s.array("an array of tool calls", |s| {
@@ -285,7 +285,7 @@ fn delta<'a>(s: &mut Scanner<'a>, d: &mut Delta<'a>) -> Result<(), JsonError> {
                     })
                 })?;
             }
-            _ => s.skip()?,
+            _ => s.other(&key)?,
         }
         Ok(())
     })
@@ -294,11 +294,11 @@ fn delta<'a>(s: &mut Scanner<'a>, d: &mut Delta<'a>) -> Result<(), JsonError> {
 fn tool_call<'a>(s: &mut Scanner<'a>, t: &mut ToolCall<'a>) -> Result<(), JsonError> {
     let mut seen = Seen::default();
     s.object("a tool call object", |s, key| {
-        if &*key == "function" {
+        if *key == *b"function" {
             seen.once(s, 0, "function")?;
             opt(s, &mut t.function, function)?;
         } else {
-            s.skip()?;
+            s.other(&key)?;
         }
         Ok(())
     })
@@ -308,15 +308,15 @@ fn function<'a>(s: &mut Scanner<'a>, f: &mut Function<'a>) -> Result<(), JsonErr
     let mut seen = Seen::default();
     s.object("a function object", |s, key| {
         match &*key {
-            "name" => {
+            b"name" => {
                 seen.once(s, 0, "name")?;
                 f.name = text(s)?;
             }
-            "arguments" => {
+            b"arguments" => {
                 seen.once(s, 1, "arguments")?;
                 f.arguments = text(s)?;
             }
-            _ => s.skip()?,
+            _ => s.other(&key)?,
         }
         Ok(())
     })

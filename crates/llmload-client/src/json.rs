@@ -124,16 +124,34 @@ impl<'a> Scanner<'a> {
     }
 
     /// An object: `field` is called with each key, positioned at the key's value, and must
-    /// consume that value.
+    /// consume that value. The key is its raw bytes when it has no escapes (so that known
+    /// names match without decoding), its decoded text otherwise; a key that matches no known
+    /// name must go to [`Scanner::other`], which checks it.
     pub(crate) fn object(
         &mut self,
         what: &'static str,
-        mut field: impl FnMut(&mut Self, Cow<'a, str>) -> Result<()>,
+        mut field: impl FnMut(&mut Self, Cow<'a, [u8]>) -> Result<()>,
     ) -> Result<()> {
         self.members(what, |s, start, end, escaped| {
-            let key = s.decode(start, end, escaped)?;
+            let key = if escaped {
+                match s.decode(start, end, true)? {
+                    Cow::Owned(k) => Cow::Owned(k.into_bytes()),
+                    Cow::Borrowed(k) => Cow::Borrowed(k.as_bytes()),
+                }
+            } else {
+                Cow::Borrowed(&s.b[start..end])
+            };
             field(s, key)
         })
+    }
+
+    /// The value of a member whose key is not one of the wanted ones: the key must be UTF-8
+    /// (as serde_json requires of a struct's keys); the value is skipped.
+    pub(crate) fn other(&mut self, key: &[u8]) -> Result<()> {
+        if !key.is_ascii() && std::str::from_utf8(key).is_err() {
+            return Err(self.error("invalid UTF-8 in a key"));
+        }
+        self.skip()
     }
 
     /// An object's members, each key given as its raw bytes' range (`start..end`, quotes
@@ -158,9 +176,7 @@ impl<'a> Scanner<'a> {
                 return Err(self.unexpected("a key (a string)"));
             }
             self.i += 1;
-            let start = self.i;
-            let (end, escaped) = self.string_end()?;
-            self.i = end + 1;
+            let (start, end, escaped) = self.scan_string()?;
             self.expect(b':', "`:`")?;
             field(self, start, end, escaped)?;
             match self.peek() {
@@ -211,10 +227,23 @@ impl<'a> Scanner<'a> {
             return Err(self.unexpected("a string"));
         }
         self.i += 1;
-        let start = self.i;
-        let (end, escaped) = self.string_end()?;
-        self.i = end + 1;
+        let (start, end, escaped) = self.scan_string()?;
         self.decode(start, end, escaped)
+    }
+
+    /// From just after an opening quote: the string's contents (`start..end`) and whether
+    /// they hold escapes; the cursor moves past the closing quote.
+    #[inline]
+    fn scan_string(&mut self) -> Result<(usize, usize, bool)> {
+        let start = self.i;
+        let j = plain_run(self.b, start);
+        let (end, escaped) = if self.b.get(j) == Some(&b'"') {
+            (j, false)
+        } else {
+            self.string_end()?
+        };
+        self.i = end + 1;
+        Ok((start, end, escaped))
     }
 
     /// The text of the string whose contents are `b[start..end]` (checked by `string_end`).
@@ -379,9 +408,7 @@ impl<'a> Scanner<'a> {
             Some(b'[') => self.array("an array", |s| s.skip()),
             Some(b'"') => {
                 self.i += 1;
-                let (end, _) = self.string_end()?;
-                self.i = end + 1;
-                Ok(())
+                self.scan_string().map(|_| ())
             }
             Some(b't') => self.literal(b"true"),
             Some(b'f') => self.literal(b"false"),
@@ -446,9 +473,19 @@ impl<'a> Scanner<'a> {
 }
 
 /// The index of the first byte at or after `j` that needs a look inside a string (`"`, `\\`
-/// or a control character), or `b.len()`: eight bytes per step.
+/// or a control character), or `b.len()`: sixteen bytes per step with SSE2 (every x86-64
+/// has it), eight elsewhere.
 #[inline]
 fn plain_run(b: &[u8], mut j: usize) -> usize {
+    #[cfg(target_arch = "x86_64")]
+    {
+        // SAFETY: SSE2 is part of the x86-64 baseline: every x86-64 CPU has it.
+        let (k, found) = unsafe { plain_run_sse2(b, j) };
+        if found {
+            return k;
+        }
+        j = k;
+    }
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = 0x8080_8080_8080_8080;
     while let Some(chunk) = b.get(j..j + 8) {
@@ -475,6 +512,35 @@ fn plain_run(b: &[u8], mut j: usize) -> usize {
         j += 1;
     }
     j
+}
+
+/// [`plain_run`] sixteen bytes at a time, while sixteen remain: `(index, true)` at a byte
+/// that needs a look, `(where it stopped, false)` otherwise.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "sse2")]
+fn plain_run_sse2(b: &[u8], mut j: usize) -> (usize, bool) {
+    use std::arch::x86_64::{
+        _mm_cmpeq_epi8, _mm_loadu_si128, _mm_max_epu8, _mm_movemask_epi8, _mm_or_si128,
+        _mm_set1_epi8,
+    };
+    let quote = _mm_set1_epi8(b'"' as i8);
+    let slash = _mm_set1_epi8(b'\\' as i8);
+    let ctl = _mm_set1_epi8(0x1F);
+    while j + 16 <= b.len() {
+        // SAFETY: the 16 bytes at `j` are inside `b`; `loadu` needs no alignment.
+        let v = unsafe { _mm_loadu_si128(b.as_ptr().add(j).cast()) };
+        // A control character is a byte whose (unsigned) max with 0x1F is 0x1F.
+        let hit = _mm_or_si128(
+            _mm_or_si128(_mm_cmpeq_epi8(v, quote), _mm_cmpeq_epi8(v, slash)),
+            _mm_cmpeq_epi8(_mm_max_epu8(v, ctl), ctl),
+        );
+        let mask = _mm_movemask_epi8(hit) as u32;
+        if mask != 0 {
+            return (j + mask.trailing_zeros() as usize, true);
+        }
+        j += 16;
+    }
+    (j, false)
 }
 
 /// Four hex digits (already checked).
