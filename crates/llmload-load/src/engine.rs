@@ -101,7 +101,7 @@ pub struct Progress {
 pub struct Engine<T: Transport> {
     transport: Arc<T>,
     /// Requests made ready ahead of dispatch; kept across the benchmarks of a run.
-    specs: Arc<SpecQueue<T::Ready>>,
+    specs: Arc<SpecQueue<Box<T::Ready>>>,
     workload: Arc<Mutex<Box<dyn Workload>>>,
     /// The workload builds follow-ups from answers (multi-turn sessions).
     wants_answers: bool,
@@ -131,12 +131,14 @@ impl<T: Transport> Engine<T> {
         // A workload that builds follow-ups from answers (multi-turn sessions) gets a shallow
         // queue: a follow-up turn waits behind every request made ready before it.
         let wants_answers = workload.wants_responses();
-        let weigh: fn(&T::Ready) -> u64 = |r| image_bytes(T::spec(r));
+        // Ready requests are boxed: a pointer moves through the queue and into the request
+        // task, not the whole request (a few hundred bytes, moved several times).
+        let weigh: fn(&Box<T::Ready>) -> u64 = |r| image_bytes(T::spec(r));
         let specs = Arc::new(SpecQueue::with_depth(
             if wants_answers {
                 2
             } else {
-                SpecQueue::<T::Ready>::CAP
+                SpecQueue::<Box<T::Ready>>::CAP
             },
             weigh,
         ));
@@ -231,7 +233,7 @@ impl<T: Transport> Engine<T> {
                             sh.specs.close();
                             return;
                         };
-                        sh.specs.push(sh.transport.prepare(spec));
+                        sh.specs.push(Box::new(sh.transport.prepare(spec)));
                     }
                 }
             })
@@ -248,7 +250,7 @@ impl<T: Transport> Engine<T> {
             tokio::task::spawn_blocking(move || {
                 let mut sink = sink.lock().unwrap_or_else(|p| p.into_inner());
                 let mut last_flush = Instant::now();
-                let mut spare = Vec::new();
+                let mut spare = (Vec::new(), Vec::new());
                 loop {
                     let mut batch = outbox.take(spare);
                     for _ in 0..batch.dropped {
@@ -268,8 +270,9 @@ impl<T: Transport> Engine<T> {
                         sink.flush();
                         last_flush = Instant::now();
                     }
-                    spare = batch.records;
-                    spare.clear();
+                    batch.records.clear();
+                    batch.spent.clear();
+                    spare = (batch.records, batch.spent);
                 }
                 sink.flush();
                 agg
@@ -454,8 +457,8 @@ struct Shared<T: Transport> {
     stopped_by: std::sync::OnceLock<&'static str>,
     /// The workload, when it wants the answers (multi-turn conversations).
     workload: Option<Arc<Mutex<Box<dyn Workload>>>>,
-    specs: Arc<SpecQueue<T::Ready>>,
-    outbox: Arc<Outbox>,
+    specs: Arc<SpecQueue<Box<T::Ready>>>,
+    outbox: Arc<Outbox<Box<T::Ready>>>,
 }
 
 impl<T: Transport> Shared<T> {
@@ -473,7 +476,9 @@ impl<T: Transport> Shared<T> {
 
     /// Where a request ends: live counters, the stop conditions, the workload's follow-up,
     /// then the hand-over to the collector.
-    fn finish(&self, sent: Sent) {
+    /// A request ended: count it, and hand its record (and the request, `spent`, to be freed
+    /// there) to the collector.
+    fn finish(&self, sent: Sent, spent: Option<Box<T::Ready>>) {
         let p = &self.progress;
         let (finished, errors) = match sent.record.error {
             None => {
@@ -515,7 +520,7 @@ impl<T: Transport> Shared<T> {
         {
             w.on_response(sent.record.tag.as_deref(), answer);
         }
-        self.outbox.push(sent);
+        self.outbox.push(sent, spent);
     }
 
     fn now_s(&self) -> f64 {
@@ -603,7 +608,7 @@ async fn closed_loop_worker<T: Transport>(sh: Arc<Shared<T>>, start_delay_s: f64
             return;
         };
         let sent = sh.send_one(n, &spec, None, None).await;
-        sh.finish(sent);
+        sh.finish(sent, Some(spec));
     }
 }
 
@@ -680,7 +685,7 @@ fn pacer<T: Transport>(
                 let sh = sh.clone();
                 handle.spawn(tracker.track_future(async move {
                     let sent = sh.send_one(n, &spec, Some(t_sched), None).await;
-                    sh.finish(sent);
+                    sh.finish(sent, Some(spec));
                 }));
             }
             Some(sem) => match sem.clone().try_acquire_owned() {
@@ -689,7 +694,7 @@ fn pacer<T: Transport>(
                     handle.spawn(tracker.track_future(async move {
                         let sent = sh.send_one(n, &spec, Some(t_sched), Some(0.0)).await;
                         drop(permit);
-                        sh.finish(sent);
+                        sh.finish(sent, Some(spec));
                     }));
                 }
                 Err(_) if drop_over_cap => {
@@ -712,7 +717,7 @@ fn pacer<T: Transport>(
                             }
                             None => sh.cancelled_in_queue(n, t_sched),
                         };
-                        sh.finish(sent);
+                        sh.finish(sent, Some(spec));
                     }));
                 }
             },

@@ -265,9 +265,10 @@ impl<R> SpecQueue<R> {
     }
 }
 
-#[derive(Default)]
-struct OutState {
+struct OutState<R> {
     items: Vec<Sent>,
+    /// Requests sent (their bodies and prompts), freed by the collector.
+    spent: Vec<R>,
     dropped: u64,
     /// No more records will come.
     finished: bool,
@@ -275,22 +276,41 @@ struct OutState {
     sleeping: bool,
 }
 
-/// Finished requests on their way to the collector thread.
-#[derive(Default)]
-pub struct Outbox {
-    state: Mutex<OutState>,
+/// Finished requests on their way to the collector thread, with the requests they were made
+/// from (`R`): those are freed there too. Freeing them where they were sent cost the timing
+/// thread ~0.3 µs per request (the producer thread allocated them, and glibc frees a block
+/// of another thread's arena under that arena's lock).
+pub struct Outbox<R> {
+    state: Mutex<OutState<R>>,
     cv: Condvar,
 }
 
 /// One hand-over from the outbox to the collector.
-pub struct Batch {
+pub struct Batch<R> {
     pub records: Vec<Sent>,
+    /// Sent requests to free (clear the vector).
+    pub spent: Vec<R>,
     pub dropped: u64,
     /// Nothing more will come after this batch.
     pub last: bool,
 }
 
-impl Outbox {
+impl<R> Default for Outbox<R> {
+    fn default() -> Self {
+        Self {
+            state: Mutex::new(OutState {
+                items: Vec::new(),
+                spent: Vec::new(),
+                dropped: 0,
+                finished: false,
+                sleeping: false,
+            }),
+            cv: Condvar::new(),
+        }
+    }
+}
+
+impl<R> Outbox<R> {
     /// The collector's longest sleep: how late a record can reach the records file (before
     /// its periodic flush) when requests are few.
     pub const TICK: Duration = Duration::from_millis(10);
@@ -301,10 +321,13 @@ impl Outbox {
         Self::default()
     }
 
-    pub fn push(&self, sent: Sent) {
+    pub fn push(&self, sent: Sent, spent: Option<R>) {
         let wake = {
             let mut s = lock(&self.state);
             s.items.push(sent);
+            if let Some(r) = spent {
+                s.spent.push(r);
+            }
             let wake = s.sleeping && s.items.len() >= Self::WAKE_AT;
             if wake {
                 s.sleeping = false;
@@ -328,8 +351,8 @@ impl Outbox {
     }
 
     /// Collector side: waits up to [`Outbox::TICK`] for records, then takes all of them.
-    /// `spare` (emptied) becomes the next buffer, so steady state allocates nothing.
-    pub fn take(&self, spare: Vec<Sent>) -> Batch {
+    /// `spare` (emptied) become the next buffers, so steady state allocates nothing.
+    pub fn take(&self, spare: (Vec<Sent>, Vec<R>)) -> Batch<R> {
         let mut s = lock(&self.state);
         if s.items.is_empty() && s.dropped == 0 && !s.finished {
             s.sleeping = true;
@@ -340,10 +363,12 @@ impl Outbox {
                 .unwrap_or_else(|p| p.into_inner().0);
             s.sleeping = false;
         }
-        let records = std::mem::replace(&mut s.items, spare);
+        let records = std::mem::replace(&mut s.items, spare.0);
+        let spent = std::mem::replace(&mut s.spent, spare.1);
         let dropped = std::mem::take(&mut s.dropped);
         Batch {
             records,
+            spent,
             dropped,
             last: s.finished,
         }
@@ -470,33 +495,35 @@ mod tests {
 
     #[test]
     fn outbox_hands_over_everything_then_says_last() {
-        let o = Arc::new(Outbox::new());
+        let o = Arc::new(Outbox::<u64>::new());
         let o2 = o.clone();
         let pusher = std::thread::spawn(move || {
             for i in 0..5000u64 {
                 let mut s = Sent::default();
                 s.record.id = i;
-                o2.push(s);
+                o2.push(s, (i % 2 == 0).then_some(i));
                 if i % 7 == 0 {
                     o2.push_dropped();
                 }
             }
             o2.finish();
         });
-        let (mut ids, mut dropped) = (Vec::new(), 0);
-        let mut spare = Vec::new();
+        let (mut ids, mut spent, mut dropped) = (Vec::new(), Vec::new(), 0);
+        let mut spare = (Vec::new(), Vec::new());
         loop {
-            let b = o.take(spare);
+            let mut b = o.take(spare);
             ids.extend(b.records.iter().map(|s| s.record.id));
+            spent.append(&mut b.spent);
             dropped += b.dropped;
             if b.last {
                 break;
             }
-            spare = b.records;
-            spare.clear();
+            b.records.clear();
+            spare = (b.records, b.spent);
         }
         pusher.join().unwrap();
         assert_eq!(ids, (0..5000).collect::<Vec<_>>());
+        assert_eq!(spent, (0..5000).step_by(2).collect::<Vec<_>>());
         assert_eq!(dropped, 715);
     }
 }
