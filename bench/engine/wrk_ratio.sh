@@ -5,12 +5,12 @@
 # the medians.
 #   bench/engine/wrk_ratio.sh [ROUNDS] [SECONDS]     (binaries from bench/out/bin)
 # Env: PIN="taskset -c 0,1" to pin everything to two cores on a bigger machine;
-#      THREADS="1 2" the llmload runtime sizes to try (--threads).
+#      THREADS="default 1 2" the llmload runtime sizes to try (--threads; "default": none given).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 B=${B:-bench/out/bin}
 R=${1:-5}; S=${2:-5}
-PIN=${PIN:-}; THREADS=${THREADS:-"1 2"}
+PIN=${PIN:-}; THREADS=${THREADS:-"default 1 2"}
 export LD_LIBRARY_PATH=$PWD/$B/lib
 out=$(mktemp -d)
 port=18790
@@ -39,11 +39,12 @@ for r in $(seq 1 $R); do
   echo "wrksame $ws" >> $out/all
   line="round $r: wrk -t1 -c64 $w req/s, with llmload's request $ws"
   for t in $THREADS; do
+    targ="--threads $t"; [ "$t" = default ] && targ=
     $PIN $B/llmload run --target http://127.0.0.1:$port --concurrency 64 --max-seconds $S --quiet --no-report \
-      --no-server-metrics --no-gpu --no-stream --threads $t --prompt-tokens 16 --output-tokens 16 --out $out/r$r-$t >/dev/null 2>&1
+      --no-server-metrics --no-gpu --no-stream $targ --prompt-tokens 16 --output-tokens 16 --out $out/r$r-$t >/dev/null 2>&1
     v=$(python3 -c "import json;b=json.load(open('$out/r$r-$t/results.json'))['benchmarks'][0];print(int(b['throughput']['requests_per_s']))")
-    echo "t$t $v" >> $out/all
-    line="$line; llmload --threads $t $v ($(( 100 * v / w )) % / $(( 100 * v / ws )) %)"
+    echo "$t $v" >> $out/all
+    line="$line; llmload ${targ:-(default threads)} $v ($(( 100 * v / w )) % / $(( 100 * v / ws )) %)"
   done
   echo "$line"
 done
@@ -53,5 +54,5 @@ d=collections.defaultdict(list)
 for l in open(sys.argv[1]):
     k,v=l.split(); d[k].append(int(v))
 w=statistics.median(d.pop('wrk')); ws=statistics.median(d.pop('wrksame'))
-print(f"median: wrk {w:.0f} req/s, with llmload's request {ws:.0f}" + "".join(f"; llmload --threads {k[1:]} {statistics.median(v):.0f} ({100*statistics.median(v)/w:.0f} % / {100*statistics.median(v)/ws:.0f} %)" for k,v in d.items()))
+print(f"median: wrk {w:.0f} req/s, with llmload's request {ws:.0f}" + "".join(f"; llmload {'--threads '+k if k!='default' else '(default threads)'} {statistics.median(v):.0f} ({100*statistics.median(v)/w:.0f} % / {100*statistics.median(v)/ws:.0f} %)" for k,v in d.items()))
 PY

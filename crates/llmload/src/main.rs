@@ -19,9 +19,11 @@ use tokio_util::sync::CancellationToken;
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
-    /// Worker threads of the async runtime that sends the requests (default: one per CPU core).
-    /// When the server under test shares this machine (a loopback benchmark on a small box),
-    /// `--threads 1` leaves the other cores to it and measures faster (docs/performance.md).
+    /// Worker threads of the async runtime. Default for `run` and `sweep`: one per CPU core
+    /// but one, which is left to the threads that prepare requests and record results (on a
+    /// 2-core box that is 1 thread, which measured ~10 % more requests per second than 2 with
+    /// the server on the same machine: docs/performance.md); one per core for the servers
+    /// (`sim`, `gateway`) and the other verbs.
     #[arg(long, global = true, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=4096))]
     threads: Option<u16>,
 }
@@ -53,6 +55,16 @@ enum Cmd {
     Compare(llmload_report::cli::CompareArgs),
 }
 
+/// The runtime's size when `--threads` is not given: the load generators leave one core to
+/// their producer and collector threads (never fewer than one worker).
+fn default_threads(cmd: &Cmd) -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    match cmd {
+        Cmd::Run(_) | Cmd::Sweep(_) => cores.saturating_sub(1).max(1),
+        _ => cores,
+    }
+}
+
 fn main() -> ExitCode {
     let matches = Cli::command().get_matches();
     let cli = match Cli::from_arg_matches(&matches) {
@@ -61,9 +73,10 @@ fn main() -> ExitCode {
     };
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     builder.enable_all();
-    if let Some(n) = cli.threads {
-        builder.worker_threads(usize::from(n));
-    }
+    builder.worker_threads(
+        cli.threads
+            .map_or_else(|| default_threads(&cli.cmd), usize::from),
+    );
     let rt = match builder.build() {
         Ok(rt) => rt,
         Err(e) => {
