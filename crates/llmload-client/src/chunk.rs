@@ -607,6 +607,31 @@ mod tests {
             agree(doc.as_bytes())?;
         }
 
+        /// Any bytes at all (the server controls them): an answer or an error, never a panic.
+        #[test]
+        fn never_panics_on_arbitrary_bytes(doc in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let _ = parse(&doc);
+        }
+
+        /// Valid documents with several bytes changed or removed: never a panic, and the same
+        /// verdict as serde_json's.
+        #[test]
+        fn survives_many_edits(doc in s_chunk(), edits in proptest::collection::vec((any::<usize>(), any::<u8>(), any::<bool>()), 1..8)) {
+            let mut d = doc.into_bytes();
+            for (at, byte, remove) in edits {
+                if d.is_empty() {
+                    break;
+                }
+                let at = at % d.len();
+                if remove {
+                    d.remove(at);
+                } else if byte != b'[' {
+                    d[at] = byte;
+                }
+            }
+            agree(&d)?;
+        }
+
         /// Damaged documents: cut short, or one byte changed.
         #[test]
         fn refuses_what_serde_json_refuses(doc in s_chunk(), at in any::<usize>(), byte in any::<u8>(), cut in any::<bool>()) {
