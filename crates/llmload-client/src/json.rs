@@ -2,7 +2,7 @@
 //!
 //! Every response (and every stream event) is parsed, on the thread that times the requests,
 //! so the parse is on the measurement's critical path. serde_json's derived deserializers spent
-//! about 0.8 µs on a 330-byte answer; most of that was field matching and moving large
+//! 0.8-1.2 µs on a 330-byte answer; most of that was field matching and moving large
 //! `Option` structs, not reading bytes. This scanner reads the wanted fields straight into
 //! their places, borrows unescaped strings from the input, and skips everything else while
 //! still validating it.
@@ -10,8 +10,9 @@
 //! It accepts exactly the JSON (RFC 8259) that serde_json accepts, with serde_json's choices:
 //! strings must not hold raw control characters, escapes are checked (a lone UTF-16 surrogate
 //! is an error), strings that are read must be UTF-8, nesting is limited to 128 levels, and
-//! nothing but whitespace may follow the value. The stream module's tests hold it to
-//! serde_json on generated documents.
+//! nothing but whitespace may follow the value. The `chunk` module's tests hold it to
+//! serde_json on generated, damaged and arbitrary documents. Strings are scanned 16 bytes at a
+//! time (SSE2, part of every x86-64; 8 bytes with word tricks elsewhere).
 
 use std::borrow::Cow;
 use std::fmt;
