@@ -170,16 +170,23 @@ impl<'a> Choices<'a> {
 struct Seen(u32);
 
 impl Seen {
+    #[inline(always)]
     fn once(&mut self, s: &Scanner<'_>, bit: u32, name: &'static str) -> Result<(), JsonError> {
         if self.0 & (1 << bit) != 0 {
-            return Err(s.error(format!("duplicate field `{name}`")));
+            return Err(duplicate(s, name));
         }
         self.0 |= 1 << bit;
         Ok(())
     }
 }
 
+#[cold]
+fn duplicate(s: &Scanner<'_>, name: &'static str) -> JsonError {
+    s.error(format!("duplicate field `{name}`"))
+}
+
 /// `null` → `None`; otherwise a default value in `slot`, filled in place by `read`.
+#[inline(always)]
 fn opt<'a, T: Default>(
     s: &mut Scanner<'a>,
     slot: &mut Option<T>,
@@ -194,6 +201,7 @@ fn opt<'a, T: Default>(
 }
 
 /// A string or `null`.
+#[inline(always)]
 fn text<'a>(s: &mut Scanner<'a>) -> Result<Option<Text<'a>>, JsonError> {
     if s.null()? {
         Ok(None)

@@ -55,8 +55,12 @@ impl<'a> Scanner<'a> {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn ws(&mut self) {
+        // Compact JSON (what servers send) has no whitespace: one comparison.
+        if self.b.get(self.i).is_some_and(|&c| c > b' ') {
+            return;
+        }
         while let Some(&c) = self.b.get(self.i) {
             if matches!(c, b' ' | b'\n' | b'\r' | b'\t') {
                 self.i += 1;
@@ -234,7 +238,7 @@ impl<'a> Scanner<'a> {
 
     /// From just after an opening quote: the string's contents (`start..end`) and whether
     /// they hold escapes; the cursor moves past the closing quote.
-    #[inline]
+    #[inline(always)]
     fn scan_string(&mut self) -> Result<(usize, usize, bool)> {
         let start = self.i;
         let j = plain_run(self.b, start);
@@ -248,21 +252,29 @@ impl<'a> Scanner<'a> {
     }
 
     /// The text of the string whose contents are `b[start..end]` (checked by `string_end`).
+    #[inline]
     fn decode(&self, start: usize, end: usize, escaped: bool) -> Result<Cow<'a, str>> {
         let raw: &'a [u8] = &self.b[start..end];
-        if !escaped {
-            if raw.is_ascii() {
-                // SAFETY: ASCII is UTF-8.
-                return Ok(Cow::Borrowed(unsafe { std::str::from_utf8_unchecked(raw) }));
-            }
-            return match std::str::from_utf8(raw) {
-                Ok(s) => Ok(Cow::Borrowed(s)),
-                Err(e) => Err(JsonError {
-                    what: "invalid UTF-8 in a string".into(),
-                    at: start + e.valid_up_to(),
-                }),
-            };
+        if escaped {
+            return self.unescape(start, end);
         }
+        if raw.is_ascii() {
+            // SAFETY: ASCII is UTF-8.
+            return Ok(Cow::Borrowed(unsafe { std::str::from_utf8_unchecked(raw) }));
+        }
+        match std::str::from_utf8(raw) {
+            Ok(s) => Ok(Cow::Borrowed(s)),
+            Err(e) => Err(JsonError {
+                what: "invalid UTF-8 in a string".into(),
+                at: start + e.valid_up_to(),
+            }),
+        }
+    }
+
+    /// The text of a string with escapes (`b[start..end]`, checked by `string_end`).
+    #[inline(never)]
+    fn unescape(&self, start: usize, end: usize) -> Result<Cow<'a, str>> {
+        let raw: &'a [u8] = &self.b[start..end];
         let mut out = Vec::with_capacity(raw.len());
         let mut j = 0;
         while j < raw.len() {
