@@ -518,6 +518,15 @@ impl Session {
             "tokenizer".into(),
             json!(parts.tokens.as_ref().map(|t| t.name())),
         );
+        // The generator's own configuration: how many runtime workers timed the requests, on
+        // how many CPUs (`--threads`; the default leaves one core to the helper threads).
+        run_extra.insert(
+            "client_runtime".into(),
+            json!({
+                "workers": tokio::runtime::Handle::current().metrics().num_workers(),
+                "cpus": std::thread::available_parallelism().map_or(1, |n| n.get()),
+            }),
+        );
         let results = Results {
             schema: SCHEMA.into(),
             tool: ResultsTool::default(),

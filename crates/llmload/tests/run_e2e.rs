@@ -69,6 +69,13 @@ async fn metrics_follow_the_scripted_timing() {
     assert_eq!(r["schema"], "llmload.results/v1");
     assert_eq!(r["run"]["model"], "test-model");
     assert_eq!(r["run"]["labels"]["gpus"], "1");
+    // The default runtime: one worker per CPU but one, at least one.
+    let rt = &r["run"]["client_runtime"];
+    let cpus = rt["cpus"].as_u64().unwrap();
+    assert_eq!(
+        rt["workers"].as_u64().unwrap(),
+        cpus.saturating_sub(1).max(1)
+    );
     let b = &r["benchmarks"][0];
     assert_eq!(b["profile"]["kind"], "concurrent");
     assert_eq!(b["profile"]["concurrency"], 2);
@@ -133,9 +140,13 @@ async fn server_errors_are_measured_not_fatal() {
         "--out",
         out.to_str().unwrap(),
         "--quiet",
+        "--threads",
+        "3",
     ])
     .await;
     assert_eq!(code, 0, "{stdout}\n{stderr}");
+    // `--threads` (a global flag, given after the verb here) sizes the runtime.
+    assert_eq!(results(&out)["run"]["client_runtime"]["workers"], 3);
     let b = &results(&out)["benchmarks"][0];
     assert_eq!(b["requests"]["completed"], 8);
     assert_eq!(b["requests"]["errored"], 4);
