@@ -166,64 +166,60 @@ impl<'a> Scanner<'a> {
         what: &'static str,
         mut field: impl FnMut(&mut Self, usize, usize, bool) -> Result<()>,
     ) -> Result<()> {
-        if self.peek() != Some(b'{') {
-            return Err(self.unexpected(what));
-        }
-        self.i += 1;
-        self.enter()?;
-        if self.peek() == Some(b'}') {
-            self.i += 1;
-            self.depth -= 1;
-            return Ok(());
-        }
-        loop {
-            if self.peek() != Some(b'"') {
-                return Err(self.unexpected("a key (a string)"));
+        self.container(b'{', b'}', what, |s| {
+            if s.peek() != Some(b'"') {
+                return Err(s.unexpected("a key (a string)"));
             }
-            self.i += 1;
-            let (start, end, escaped) = self.scan_string()?;
-            self.expect(b':', "`:`")?;
-            field(self, start, end, escaped)?;
-            match self.peek() {
-                Some(b',') => self.i += 1,
-                Some(b'}') => {
-                    self.i += 1;
-                    self.depth -= 1;
-                    return Ok(());
-                }
-                _ => return Err(self.unexpected("`,` or `}`")),
-            }
-        }
+            s.i += 1;
+            let (start, end, escaped) = s.scan_string()?;
+            s.expect(b':', "`:`")?;
+            field(s, start, end, escaped)
+        })
     }
 
     /// An array: `item` is called positioned at each element and must consume it.
     pub(crate) fn array(
         &mut self,
         what: &'static str,
-        mut item: impl FnMut(&mut Self) -> Result<()>,
+        item: impl FnMut(&mut Self) -> Result<()>,
     ) -> Result<()> {
-        if self.peek() != Some(b'[') {
+        self.container(b'[', b']', what, item)
+    }
+
+    /// An object or array opened by `open` and closed by `close`: `entry` reads each member
+    /// or element; entries are separated by commas.
+    #[inline(always)]
+    fn container(
+        &mut self,
+        open: u8,
+        close: u8,
+        what: &'static str,
+        mut entry: impl FnMut(&mut Self) -> Result<()>,
+    ) -> Result<()> {
+        if self.peek() != Some(open) {
             return Err(self.unexpected(what));
         }
         self.i += 1;
         self.enter()?;
-        if self.peek() == Some(b']') {
-            self.i += 1;
-            self.depth -= 1;
-            return Ok(());
-        }
-        loop {
-            item(self)?;
-            match self.peek() {
-                Some(b',') => self.i += 1,
-                Some(b']') => {
-                    self.i += 1;
-                    self.depth -= 1;
-                    return Ok(());
+        if self.peek() != Some(close) {
+            loop {
+                entry(self)?;
+                match self.peek() {
+                    Some(b',') => self.i += 1,
+                    Some(c) if c == close => break,
+                    _ => {
+                        return Err(self.unexpected(if close == b'}' {
+                            "`,` or `}`"
+                        } else {
+                            "`,` or `]`"
+                        }));
+                    }
                 }
-                _ => return Err(self.unexpected("`,` or `]`")),
             }
         }
+        self.i += 1;
+        self.depth -= 1;
+        Ok(())
     }
 
     /// A string, borrowed from the input when it has no escapes.
