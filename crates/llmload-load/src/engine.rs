@@ -475,9 +475,8 @@ impl<T: Transport> Shared<T> {
     }
 
     /// Where a request ends: live counters, the stop conditions, the workload's follow-up,
-    /// then the hand-over to the collector.
-    /// A request ended: count it, and hand its record (and the request, `spent`, to be freed
-    /// there) to the collector.
+    /// then the hand-over to the collector of its record and of the request itself (`spent`,
+    /// freed there).
     fn finish(&self, sent: Sent, spent: Option<Box<T::Ready>>) {
         let p = &self.progress;
         let (finished, errors) = match sent.record.error {
