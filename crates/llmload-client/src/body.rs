@@ -14,6 +14,7 @@ use llmload_core::{ContentPart, Prompt, RequestSpec};
 use serde_json::{Map, Value};
 
 use crate::config::{Api, ClientConfig};
+use crate::json::needs_no_escape;
 
 #[derive(Debug, Clone)]
 pub(crate) struct BodyTemplate {
@@ -127,7 +128,7 @@ struct Segments {
 impl Segments {
     /// A JSON string literal; a long one that needs no escaping becomes a shared segment.
     fn write_url(&mut self, url: &Arc<str>) {
-        if url.len() < SHARE_MIN || !json_plain(url.as_bytes()) {
+        if url.len() < SHARE_MIN || !needs_no_escape(url.as_bytes()) {
             write_str(&mut self.buf, url);
             return;
         }
@@ -161,17 +162,6 @@ impl AsRef<[u8]> for SharedUrl {
     fn as_ref(&self) -> &[u8] {
         self.0.as_bytes()
     }
-}
-
-/// True when `s` is written verbatim inside a JSON string (serde_json escapes only `"`, `\\`
-/// and control characters below 0x20). Branch-free per block so that it vectorizes: base64
-/// data URLs of hundreds of KB are checked per request.
-fn json_plain(s: &[u8]) -> bool {
-    s.chunks(64).all(|block| {
-        block
-            .iter()
-            .fold(true, |ok, &b| ok & (b >= 0x20) & (b != b'"') & (b != b'\\'))
-    })
 }
 
 /// The body of one request: one buffer, or (when it carries large image URLs) a few segments
@@ -249,7 +239,7 @@ fn prompt_len(p: &Prompt) -> usize {
 /// prompt) is copied as is: serde_json's per-byte escaping was a fifth of the producer
 /// thread's work per request.
 fn write_str(buf: &mut Vec<u8>, s: &str) {
-    if json_plain(s.as_bytes()) {
+    if needs_no_escape(s.as_bytes()) {
         buf.reserve(s.len() + 2);
         buf.push(b'"');
         buf.extend_from_slice(s.as_bytes());
@@ -424,7 +414,7 @@ mod tests {
     }
 
     #[test]
-    fn json_plain_matches_serde_json_escaping() {
+    fn needs_no_escape_matches_serde_json_escaping() {
         for b in 0u8..=255 {
             let s = [b'a', b, b'z'];
             let Ok(st) = std::str::from_utf8(&s) else {
@@ -432,19 +422,19 @@ mod tests {
             };
             let escaped = serde_json::to_string(st).unwrap();
             assert_eq!(
-                json_plain(&s),
+                needs_no_escape(&s),
                 escaped.len() == st.len() + 2,
                 "byte {b:#04x}"
             );
         }
         // Multi-byte UTF-8 is written verbatim by serde_json.
-        assert!(json_plain("é€😀".as_bytes()));
-        // A bad byte anywhere in a long input, including the tail of a block.
+        assert!(needs_no_escape("é€😀".as_bytes()));
+        // A bad byte anywhere in a long input: in a 16-byte step, across steps, in the tail.
         let mut long = vec![b'A'; 1000];
-        assert!(json_plain(&long));
-        for i in [0, 63, 64, 999] {
+        assert!(needs_no_escape(&long));
+        for i in [0, 15, 16, 17, 63, 64, 991, 992, 995, 999] {
             long[i] = b'"';
-            assert!(!json_plain(&long), "quote at {i}");
+            assert!(!needs_no_escape(&long), "quote at {i}");
             long[i] = b'A';
         }
     }

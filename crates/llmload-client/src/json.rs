@@ -481,6 +481,13 @@ impl<'a> Scanner<'a> {
     }
 }
 
+/// True when `s` is written verbatim inside a JSON string: no `"`, `\\` or control character
+/// (the only bytes serde_json escapes). The request bodies' writer asks this of prompts and of
+/// image data URLs of hundreds of KB.
+pub(crate) fn needs_no_escape(s: &[u8]) -> bool {
+    plain_run(s, 0) == s.len()
+}
+
 /// The index of the first byte at or after `j` that needs a look inside a string (`"`, `\\`
 /// or a control character), or `b.len()`: sixteen bytes per step with SSE2 (every x86-64
 /// has it), eight elsewhere.
