@@ -241,7 +241,7 @@ impl<'a> Scanner<'a> {
         let (end, escaped) = if self.b.get(j) == Some(&b'"') {
             (j, false)
         } else {
-            self.string_end()?
+            self.string_end(j)?
         };
         self.i = end + 1;
         Ok((start, end, escaped))
@@ -333,11 +333,12 @@ impl<'a> Scanner<'a> {
             })
     }
 
-    /// From just after an opening quote: the index of the closing quote and whether escapes
-    /// came before it. Checks escapes and control characters (not UTF-8).
-    fn string_end(&mut self) -> Result<(usize, bool)> {
+    /// From `from`, inside a string whose bytes before it need no look: the index of the
+    /// closing quote and whether escapes came before it. Checks escapes and control
+    /// characters (not UTF-8).
+    fn string_end(&mut self, from: usize) -> Result<(usize, bool)> {
         let b = self.b;
-        let mut j = self.i;
+        let mut j = from;
         let mut escaped = false;
         loop {
             let Some(&c) = b.get(j) else {
