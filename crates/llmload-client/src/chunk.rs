@@ -130,7 +130,7 @@ pub(crate) fn parse(b: &[u8]) -> Result<Chunk<'_>, JsonError> {
             }
             b"error" => {
                 seen.once(s, 2, "error")?;
-                c.error = if s.null()? { None } else { Some(value(s)?) };
+                c.error = or_null(s, value)?;
             }
             b"object" => {
                 seen.once(s, 3, "object")?;
@@ -142,7 +142,7 @@ pub(crate) fn parse(b: &[u8]) -> Result<Chunk<'_>, JsonError> {
             }
             b"code" => {
                 seen.once(s, 5, "code")?;
-                c.code = if s.null()? { None } else { Some(value(s)?) };
+                c.code = or_null(s, value)?;
             }
             _ => s.other(&key)?,
         }
@@ -200,14 +200,23 @@ fn opt<'a, T: Default>(
     }
 }
 
-/// A string or `null`.
+/// `null` → `None`, otherwise what `read` reads.
 #[inline(always)]
-fn text<'a>(s: &mut Scanner<'a>) -> Result<Option<Text<'a>>, JsonError> {
+fn or_null<'a, T>(
+    s: &mut Scanner<'a>,
+    read: impl FnOnce(&mut Scanner<'a>) -> Result<T, JsonError>,
+) -> Result<Option<T>, JsonError> {
     if s.null()? {
         Ok(None)
     } else {
-        s.string().map(|t| Some(Text(t)))
+        read(s).map(Some)
     }
+}
+
+/// A string or `null`.
+#[inline(always)]
+fn text<'a>(s: &mut Scanner<'a>) -> Result<Option<Text<'a>>, JsonError> {
+    or_null(s, |s| s.string().map(Text))
 }
 
 /// Any value, as serde_json's `Value` (only error objects take this path).
@@ -216,26 +225,17 @@ fn value(s: &mut Scanner<'_>) -> Result<serde_json::Value, JsonError> {
     serde_json::from_slice(raw).map_err(|e| s.error(e.to_string()))
 }
 
-/// An integer or `null`.
-fn count(s: &mut Scanner<'_>) -> Result<Option<u64>, JsonError> {
-    if s.null()? {
-        Ok(None)
-    } else {
-        s.u64().map(Some)
-    }
-}
-
 fn usage(s: &mut Scanner<'_>, u: &mut Usage) -> Result<(), JsonError> {
     let mut seen = Seen::default();
     s.object("a usage object", |s, key| {
         match &*key {
             b"prompt_tokens" => {
                 seen.once(s, 0, "prompt_tokens")?;
-                u.prompt_tokens = count(s)?;
+                u.prompt_tokens = or_null(s, Scanner::u64)?;
             }
             b"completion_tokens" => {
                 seen.once(s, 1, "completion_tokens")?;
-                u.completion_tokens = count(s)?;
+                u.completion_tokens = or_null(s, Scanner::u64)?;
             }
             _ => s.other(&key)?,
         }
