@@ -40,6 +40,21 @@ pub struct Outcome {
     pub gaps: Vec<f64>,
     /// The answer text (content, or completion text), when `capture_answer` is set.
     pub answer: Option<String>,
+    /// What is still to be read ([`Client::send_prepared_unsettled`]): `None` once settled.
+    pub pending: Option<Box<Pending>>,
+}
+
+/// The part of a measurement that does not need the clock: reading a non-streamed answer's
+/// JSON, and turning the response into the record's counts, finish reason and error class
+/// (the tokenizer runs here when the server sent no usage). [`Client::settle`] does it on
+/// whatever thread calls it; the engine's collector does, so that the thread that times
+/// requests only reads bytes and takes stamps.
+#[derive(Debug, Clone)]
+pub struct Pending {
+    resp: ResponseState,
+    end: Option<End>,
+    /// A non-streamed body not parsed yet, and when it arrived (run seconds).
+    body: Option<(Vec<u8>, f64)>,
 }
 
 /// An OpenAI-compatible client with a keep-alive pool. Cheap to clone; share it between tasks.
@@ -151,6 +166,7 @@ fn secs(epoch: Instant, t: Instant) -> f64 {
 }
 
 /// How an attempt ended (before finalization).
+#[derive(Debug, Clone)]
 enum End {
     Ok,
     Fail(ErrorClass, String),
@@ -163,6 +179,9 @@ struct Progress {
     resp: ResponseState,
     end: Option<End>,
     t_end: Option<f64>,
+    /// Keep a non-streamed body to be parsed by [`Client::settle`] (not here).
+    defer: bool,
+    body: Option<(Vec<u8>, f64)>,
 }
 
 impl Client {
@@ -252,7 +271,7 @@ impl Client {
         cancel: &CancellationToken,
     ) -> Outcome {
         let body = self.inner.body.build(spec);
-        self.send_body(spec, &body, epoch, cancel).await
+        self.send_body(spec, &body, epoch, cancel, false).await
     }
 
     /// Renders a request's body ahead of sending it (the engine does this on its producer
@@ -269,7 +288,107 @@ impl Client {
         epoch: Instant,
         cancel: &CancellationToken,
     ) -> Outcome {
-        self.send_body(&p.spec, &p.body, epoch, cancel).await
+        self.send_body(&p.spec, &p.body, epoch, cancel, false).await
+    }
+
+    /// [`Client::send_prepared`] that only measures: the outcome has its stamps, status and
+    /// transport errors, and a [`Pending`] part (a non-streamed answer's JSON still unread,
+    /// counts not filled) for [`Client::settle`] to finish, on another thread if wanted. The
+    /// record is the same either way. Errors found in the answer (malformed JSON, an error
+    /// object in a 200 body) are known only once settled.
+    pub async fn send_prepared_unsettled(
+        &self,
+        p: &Prepared,
+        epoch: Instant,
+        cancel: &CancellationToken,
+    ) -> Outcome {
+        self.send_body(&p.spec, &p.body, epoch, cancel, true).await
+    }
+
+    /// Finishes an outcome of [`Client::send_prepared_unsettled`] (nothing to do for one
+    /// already settled).
+    pub fn settle(&self, out: &mut Outcome) {
+        if let Some(p) = out.pending.take() {
+            self.settle_into(&mut out.record, &mut out.gaps, &mut out.answer, *p);
+        }
+    }
+
+    /// [`Client::settle`] into an outcome's parts held elsewhere (the engine keeps its own
+    /// copy of the record; moving records in and out of an `Outcome` cost more than the rest).
+    pub fn settle_into(
+        &self,
+        rec: &mut RequestRecord,
+        gaps: &mut Vec<f64>,
+        answer: &mut Option<String>,
+        p: Pending,
+    ) {
+        let inner = &*self.inner;
+
+        let Pending {
+            mut resp,
+            mut end,
+            body,
+        } = p;
+        if let Some((bytes, t)) = body {
+            end = Some(read_body(&mut resp, &bytes, t));
+        }
+        rec.t_first_token = resp.t_first_token;
+        rec.t_first_output = resp.t_first_output;
+        rec.t_last_token = resp.t_last_token;
+        rec.output_events = resp.output_events;
+        rec.finish_reason = resp.finish_reason.take();
+        if inner.cfg.record_chunks {
+            rec.chunk_times = Some(std::mem::take(&mut resp.chunk_times));
+        }
+        // Token counts: the server's usage, else the tokenizer.
+        let usage_out = resp.usage.and_then(|u| u.completion_tokens);
+        if let Some(n) = usage_out {
+            rec.output_tokens = Some(n);
+            rec.prompt_tokens = resp
+                .usage
+                .and_then(|u| u.prompt_tokens)
+                .or(spec_prompt(rec));
+            rec.token_source = TokenSource::Usage;
+        } else if let Some(tc) = &inner.tokens {
+            let n = if resp.answer.is_empty() {
+                0
+            } else {
+                tc.count(&resp.answer)
+            } + if resp.other_text.is_empty() {
+                0
+            } else {
+                tc.count(&resp.other_text)
+            };
+            rec.output_tokens = Some(n);
+            rec.prompt_tokens = resp
+                .usage
+                .and_then(|u| u.prompt_tokens)
+                .or(spec_prompt(rec));
+            rec.token_source = TokenSource::Tokenizer;
+        } else {
+            rec.prompt_tokens = resp
+                .usage
+                .and_then(|u| u.prompt_tokens)
+                .or(spec_prompt(rec));
+            rec.token_source = TokenSource::None;
+        }
+        rec.multi_token_events = resp.multi_token_events(rec.output_tokens);
+        match end {
+            Some(End::Ok) => {}
+            Some(End::Fail(class, msg)) => {
+                rec.error = Some(class);
+                rec.error_message = Some(scrub(msg, inner.cfg.api_key.as_deref()));
+            }
+            None => {
+                rec.error = Some(ErrorClass::StreamBroken);
+                rec.error_message = Some("the request ended without a result".into());
+            }
+        }
+        *answer = inner
+            .cfg
+            .capture_answer
+            .then(|| std::mem::take(&mut resp.answer));
+        *gaps = resp.gaps;
     }
 
     async fn send_body(
@@ -278,6 +397,7 @@ impl Client {
         body: &RequestBody,
         epoch: Instant,
         cancel: &CancellationToken,
+        defer: bool,
     ) -> Outcome {
         let inner = &*self.inner;
         let in_flight = inner.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
@@ -309,6 +429,8 @@ impl Client {
                 }),
             end: None,
             t_end: None,
+            defer,
+            body: None,
         };
         if cancel.is_cancelled() {
             p.end = Some(End::Fail(
@@ -355,76 +477,40 @@ impl Client {
         self.finish(p, epoch)
     }
 
+    /// The last stamp; then settles at once unless the request was sent unsettled.
     fn finish(&self, p: Progress, epoch: Instant) -> Outcome {
-        let inner = &*self.inner;
         let Progress {
             mut rec,
-            mut resp,
+            resp,
             end,
             t_end,
+            defer,
+            body,
         } = p;
         rec.t_end = t_end.unwrap_or_else(|| secs(epoch, Instant::now()));
-        rec.t_first_token = resp.t_first_token;
-        rec.t_first_output = resp.t_first_output;
-        rec.t_last_token = resp.t_last_token;
-        rec.output_events = resp.output_events;
-        rec.finish_reason = resp.finish_reason.take();
-        if inner.cfg.record_chunks {
-            rec.chunk_times = Some(std::mem::take(&mut resp.chunk_times));
-        }
-        // Token counts: the server's usage, else the tokenizer.
-        let usage_out = resp.usage.and_then(|u| u.completion_tokens);
-        if let Some(n) = usage_out {
-            rec.output_tokens = Some(n);
-            rec.prompt_tokens = resp
-                .usage
-                .and_then(|u| u.prompt_tokens)
-                .or(spec_prompt(&rec));
-            rec.token_source = TokenSource::Usage;
-        } else if let Some(tc) = &inner.tokens {
-            let n = if resp.answer.is_empty() {
-                0
-            } else {
-                tc.count(&resp.answer)
-            } + if resp.other_text.is_empty() {
-                0
-            } else {
-                tc.count(&resp.other_text)
-            };
-            rec.output_tokens = Some(n);
-            rec.prompt_tokens = resp
-                .usage
-                .and_then(|u| u.prompt_tokens)
-                .or(spec_prompt(&rec));
-            rec.token_source = TokenSource::Tokenizer;
+        let pending = Pending { resp, end, body };
+        if defer {
+            Outcome {
+                record: rec,
+                gaps: Vec::new(),
+                answer: None,
+                pending: Some(Box::new(pending)),
+            }
         } else {
-            rec.prompt_tokens = resp
-                .usage
-                .and_then(|u| u.prompt_tokens)
-                .or(spec_prompt(&rec));
-            rec.token_source = TokenSource::None;
+            self.settled(rec, pending)
         }
-        rec.multi_token_events = resp.multi_token_events(rec.output_tokens);
-        match end {
-            Some(End::Ok) => {}
-            Some(End::Fail(class, msg)) => {
-                rec.error = Some(class);
-                rec.error_message = Some(scrub(msg, inner.cfg.api_key.as_deref()));
-            }
-            None => {
-                rec.error = Some(ErrorClass::StreamBroken);
-                rec.error_message = Some("the request ended without a result".into());
-            }
-        }
-        let answer = inner
-            .cfg
-            .capture_answer
-            .then(|| std::mem::take(&mut resp.answer));
-        Outcome {
+    }
+
+    /// The record's counts, finish reason and error from the response (DESIGN §2).
+    fn settled(&self, rec: RequestRecord, p: Pending) -> Outcome {
+        let mut out = Outcome {
             record: rec,
-            gaps: resp.gaps,
-            answer,
-        }
+            gaps: Vec::new(),
+            answer: None,
+            pending: None,
+        };
+        self.settle_into(&mut out.record, &mut out.gaps, &mut out.answer, p);
+        out
     }
 
     /// Send (with stale keep-alive retries) and read the response into `p`.
@@ -604,16 +690,12 @@ impl Client {
                 Ok((bytes, t)) => {
                     let t = secs(epoch, t);
                     p.t_end = Some(t);
-                    match p.resp.on_body(bytes, t) {
-                        Flow::Fail => {
-                            let (c, m) = p
-                                .resp
-                                .error
-                                .take()
-                                .unwrap_or((ErrorClass::Protocol, "invalid response".into()));
-                            p.end = Some(End::Fail(c, m));
-                        }
-                        _ => p.end = Some(End::Ok),
+                    if p.defer {
+                        // Read when settled; until then the exchange itself went well.
+                        p.body = Some((bytes.to_vec(), t));
+                        p.end = Some(End::Ok);
+                    } else {
+                        p.end = Some(read_body(&mut p.resp, bytes, t));
                     }
                 }
                 Err(e) => {
@@ -817,6 +899,20 @@ impl Client {
 }
 
 /// Read the rest of a body, discarding it; `false` if it broke off.
+/// A whole non-streamed answer, arrived at `t`, read into `resp`: how the request ended.
+fn read_body(resp: &mut ResponseState, bytes: &[u8], t: f64) -> End {
+    match resp.on_body(bytes, t) {
+        Flow::Fail => {
+            let (c, m) = resp
+                .error
+                .take()
+                .unwrap_or((ErrorClass::Protocol, "invalid response".into()));
+            End::Fail(c, m)
+        }
+        _ => End::Ok,
+    }
+}
+
 async fn drain(conn: &mut Conn, body: &mut Body) -> bool {
     loop {
         match body.next(conn).await {

@@ -28,7 +28,7 @@ mod stream;
 #[cfg(any(test, feature = "testkit"))]
 pub mod testkit;
 
-pub use client::{Client, Outcome, Prepared};
+pub use client::{Client, Outcome, Pending, Prepared};
 pub use config::{Api, ClientConfig};
 pub use discover::{Preflight, Target, discover_models, preflight};
 pub use error::ClientError;

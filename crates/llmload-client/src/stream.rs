@@ -18,7 +18,7 @@ pub(crate) enum Flow {
 }
 
 /// The accumulated state of one response.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub(crate) struct ResponseState {
     pub t_first_token: Option<f64>,
     pub t_first_output: Option<f64>,

@@ -1056,3 +1056,88 @@ async fn an_answer_sent_before_the_body_was_read_is_reported() {
         "the server's message is kept"
     );
 }
+
+/// A request sent unsettled and settled later gives the record sent and settled at once:
+/// answers good and bad, streamed and not, with and without the server's usage.
+#[tokio::test]
+async fn settling_later_gives_the_same_record() {
+    let body = |status: u16, body: &str| Reply::Body {
+        status,
+        body: body.to_string(),
+        content_type: "application/json",
+        delay: ms(5),
+    };
+    let cases: Vec<(&str, Reply, bool)> = vec![
+        ("answer", Reply::chat_body(12, 7, ms(5)), false),
+        (
+            "answer without usage (tokenizer)",
+            body(
+                200,
+                r#"{"choices":[{"index":0,"message":{"content":"a b c d"},"finish_reason":"stop"}]}"#,
+            ),
+            false,
+        ),
+        ("malformed JSON", body(200, r#"{"choices":[{"#), false),
+        (
+            "error object in a 200 body",
+            body(200, r#"{"error":{"message":"overloaded","code":503}}"#),
+            false,
+        ),
+        ("no choices", body(200, r#"{"id":"x"}"#), false),
+        ("HTTP 503", Reply::error(503, "overloaded"), false),
+        ("stream", Stream::new(6).gap(ms(1)).reply(), true),
+        (
+            "stream without usage",
+            Stream::new(5).usage(UsageMode::Absent).reply(),
+            true,
+        ),
+        ("cut stream", Stream::new(8).cut_after(3).reply(), true),
+    ];
+    for (name, reply, stream) in cases {
+        let server = TestServer::start(move |_| reply.clone()).await;
+        let mut c = cfg(&server);
+        c.stream = stream;
+        let client = Client::new(c, Some(Arc::new(Words))).unwrap();
+        let epoch = Instant::now();
+        let cancel = CancellationToken::new();
+        let ready = client.prepare(RequestSpec::text("hello there", Some(2), Some(16)));
+        let now = client.send_prepared(&ready, epoch, &cancel).await;
+        assert!(now.pending.is_none(), "{name}");
+        let mut later = client.send_prepared_unsettled(&ready, epoch, &cancel).await;
+        // Before settling: the stamps and the status, not the verdict or the counts.
+        assert!(later.pending.is_some(), "{name}");
+        let r = &later.record;
+        assert!(r.t_end >= r.t_dispatch, "{name}");
+        assert_eq!(r.status, now.record.status, "{name}");
+        assert_eq!((r.error, r.output_tokens), (None, None), "{name}");
+        // Settled on another thread.
+        let c2 = client.clone();
+        later = std::thread::spawn(move || {
+            c2.settle(&mut later);
+            later
+        })
+        .join()
+        .unwrap();
+        assert!(later.pending.is_none(), "{name}");
+        let (a, b) = (&now.record, &later.record);
+        assert_eq!(a.error, b.error, "{name}: {:?}", b.error_message);
+        assert_eq!(a.error_message, b.error_message, "{name}");
+        assert_eq!(a.output_tokens, b.output_tokens, "{name}");
+        assert_eq!(a.prompt_tokens, b.prompt_tokens, "{name}");
+        assert_eq!(a.token_source, b.token_source, "{name}");
+        assert_eq!(a.finish_reason, b.finish_reason, "{name}");
+        assert_eq!(a.output_events, b.output_events, "{name}");
+        assert_eq!(a.multi_token_events, b.multi_token_events, "{name}");
+        assert_eq!(
+            a.t_first_token.map(|t| t - a.t_dispatch).is_some(),
+            b.t_first_token.map(|t| t - b.t_dispatch).is_some(),
+            "{name}"
+        );
+        assert_eq!(now.gaps.len(), later.gaps.len(), "{name}");
+        assert_eq!(now.answer, later.answer, "{name}");
+        if !stream && a.error.is_none() {
+            // A non-streamed answer's token stamp is its arrival, taken before settling.
+            assert_eq!(b.t_first_token, Some(b.t_end), "{name}");
+        }
+    }
+}

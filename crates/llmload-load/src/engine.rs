@@ -36,6 +36,9 @@ pub struct Sent {
     pub gaps: Vec<f64>,
     /// The answer text, when the workload wants responses.
     pub answer: Option<String>,
+    /// What the transport left for [`Transport::settle`] (sent with `settle_later`): until
+    /// then the record has its stamps and status, not its counts or its answer's verdict.
+    pub pending: Option<Box<dyn std::any::Any + Send>>,
 }
 
 /// Sends one request and measures it. Implementations never fail: a failure is a measurement.
@@ -54,12 +57,19 @@ pub trait Transport: Send + Sync + 'static {
     /// The request a ready one was made from.
     fn spec(ready: &Self::Ready) -> &RequestSpec;
 
+    /// With `settle_later`, the transport may leave the work that needs no clock (reading the
+    /// answer, counting tokens) in [`Sent::pending`], for [`Transport::settle`].
     fn send<'a>(
         &'a self,
         ready: &'a Self::Ready,
         epoch: Instant,
         cancel: &'a CancellationToken,
+        settle_later: bool,
     ) -> impl Future<Output = Sent> + Send + 'a;
+
+    /// Finishes a request sent with `settle_later` (the engine's collector thread calls it);
+    /// nothing to do when [`Sent::pending`] is `None`.
+    fn settle(&self, sent: &mut Sent);
 }
 
 /// Receives every finished request record, in completion order (requests.jsonl).
@@ -207,6 +217,9 @@ impl<T: Transport> Engine<T> {
             errors: AtomicU64::new(0),
             stopped_by: std::sync::OnceLock::new(),
             workload: self.wants_answers.then(|| self.workload.clone()),
+            settle_later: !self.wants_answers
+                && plan.stop.max_errors.is_none()
+                && plan.stop.max_error_rate.is_none(),
             specs: specs.clone(),
             outbox: outbox.clone(),
         });
@@ -247,6 +260,7 @@ impl<T: Transport> Engine<T> {
             let plan = plan.clone();
             let first_id = shared.first_id;
             let sink = sink.clone();
+            let sh = shared.clone();
             tokio::task::spawn_blocking(move || {
                 let mut sink = sink.lock().unwrap_or_else(|p| p.into_inner());
                 let mut last_flush = Instant::now();
@@ -257,6 +271,10 @@ impl<T: Transport> Engine<T> {
                         agg.push_dropped();
                     }
                     for sent in &mut batch.records {
+                        if sent.pending.is_some() {
+                            sh.transport.settle(sent);
+                            sh.count(&sent.record);
+                        }
                         let local = sent.record.id - first_id;
                         let t_rel = sent.record.t_dispatch - bench_start_s;
                         sent.record.in_window = plan.in_window(local, t_rel);
@@ -457,6 +475,9 @@ struct Shared<T: Transport> {
     stopped_by: std::sync::OnceLock<&'static str>,
     /// The workload, when it wants the answers (multi-turn conversations).
     workload: Option<Arc<Mutex<Box<dyn Workload>>>>,
+    /// Requests are settled by the collector, not where they end: nothing here needs an
+    /// answer's verdict at once (no error-based stop condition, no workload reading answers).
+    settle_later: bool,
     specs: Arc<SpecQueue<Box<T::Ready>>>,
     outbox: Arc<Outbox<Box<T::Ready>>>,
 }
@@ -478,12 +499,28 @@ impl<T: Transport> Shared<T> {
     /// then the hand-over to the collector of its record and of the request itself (`spent`,
     /// freed there).
     fn finish(&self, sent: Sent, spent: Option<Box<T::Ready>>) {
+        // An unsettled request is counted by the collector, once settled (no stop condition
+        // depends on it: see `settle_later`).
+        if sent.pending.is_none() {
+            self.count(&sent.record);
+        }
+        if let (Some(w), Some(answer)) = (&self.workload, &sent.answer)
+            && sent.record.error.is_none()
+            && let Ok(mut w) = w.lock()
+        {
+            w.on_response(sent.record.tag.as_deref(), answer);
+        }
+        self.outbox.push(sent, spent);
+    }
+
+    /// A finished request in the live counters and the stop conditions.
+    fn count(&self, rec: &RequestRecord) {
         let p = &self.progress;
-        let (finished, errors) = match sent.record.error {
+        let (finished, errors) = match rec.error {
             None => {
                 p.completed.fetch_add(1, Ordering::Relaxed);
                 p.output_tokens
-                    .fetch_add(sent.record.output_tokens.unwrap_or(0), Ordering::Relaxed);
+                    .fetch_add(rec.output_tokens.unwrap_or(0), Ordering::Relaxed);
                 (
                     self.finished.fetch_add(1, Ordering::Relaxed) + 1,
                     self.errors.load(Ordering::Relaxed),
@@ -513,13 +550,6 @@ impl<T: Transport> Shared<T> {
                 self.cancel.cancel();
             }
         }
-        if let (Some(w), Some(answer)) = (&self.workload, &sent.answer)
-            && sent.record.error.is_none()
-            && let Ok(mut w) = w.lock()
-        {
-            w.on_response(sent.record.tag.as_deref(), answer);
-        }
-        self.outbox.push(sent, spent);
     }
 
     fn now_s(&self) -> f64 {
@@ -537,7 +567,10 @@ impl<T: Transport> Shared<T> {
         let spec = T::spec(ready);
         let in_flight = self.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
         self.progress.in_flight.fetch_add(1, Ordering::Relaxed);
-        let mut sent = self.transport.send(ready, self.epoch, &self.cancel).await;
+        let mut sent = self
+            .transport
+            .send(ready, self.epoch, &self.cancel, self.settle_later)
+            .await;
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
         self.progress.in_flight.fetch_sub(1, Ordering::Relaxed);
         let r = &mut sent.record;
@@ -729,6 +762,8 @@ mod tests {
     use super::*;
     use crate::plan::PhaseLen;
     use llmload_core::RequestSpec;
+    use std::collections::HashSet;
+    use std::thread::ThreadId;
 
     /// A transport whose requests take a fixed time, with a scripted failure pattern.
     struct Fake {
@@ -736,6 +771,10 @@ mod tests {
         total: Duration,
         fail_every: Option<u64>,
         n: AtomicU64,
+        /// Requests sent with `settle_later`, and the threads that sent and settled them.
+        unsettled: AtomicU64,
+        sent_on: Mutex<HashSet<ThreadId>>,
+        settled_on: Mutex<HashSet<ThreadId>>,
     }
 
     impl Fake {
@@ -745,6 +784,9 @@ mod tests {
                 total: Duration::from_millis(total_ms),
                 fail_every: None,
                 n: AtomicU64::new(0),
+                unsettled: AtomicU64::new(0),
+                sent_on: Mutex::default(),
+                settled_on: Mutex::default(),
             })
         }
     }
@@ -761,6 +803,49 @@ mod tests {
         }
 
         async fn send(
+            &self,
+            spec: &RequestSpec,
+            epoch: Instant,
+            cancel: &CancellationToken,
+            settle_later: bool,
+        ) -> Sent {
+            let mut sent = self.measure(spec, epoch, cancel).await;
+            self.sent_on
+                .lock()
+                .unwrap()
+                .insert(std::thread::current().id());
+            if settle_later {
+                // Leave the counts and the verdict for `settle`, as the client does.
+                self.unsettled.fetch_add(1, Ordering::Relaxed);
+                let full = (sent.record.clone(), std::mem::take(&mut sent.gaps));
+                let r = &mut sent.record;
+                r.output_tokens = None;
+                r.prompt_tokens = None;
+                r.output_events = 0;
+                r.error = None;
+                sent.pending = Some(Box::new(full));
+            }
+            sent
+        }
+
+        fn settle(&self, sent: &mut Sent) {
+            let Some(p) = sent.pending.take() else { return };
+            let (full, gaps) = *p.downcast::<(RequestRecord, Vec<f64>)>().unwrap();
+            self.settled_on
+                .lock()
+                .unwrap()
+                .insert(std::thread::current().id());
+            let r = &mut sent.record;
+            r.output_tokens = full.output_tokens;
+            r.prompt_tokens = full.prompt_tokens;
+            r.output_events = full.output_events;
+            r.error = full.error;
+            sent.gaps = gaps;
+        }
+    }
+
+    impl Fake {
+        async fn measure(
             &self,
             _spec: &RequestSpec,
             epoch: Instant,
@@ -799,7 +884,7 @@ mod tests {
             Sent {
                 record: r,
                 gaps: vec![0.001; 3],
-                answer: None,
+                ..Default::default()
             }
         }
     }
@@ -924,8 +1009,11 @@ mod tests {
             total: Duration::from_millis(2),
             fail_every: Some(2),
             n: AtomicU64::new(0),
+            unsettled: AtomicU64::new(0),
+            sent_on: Mutex::default(),
+            settled_on: Mutex::default(),
         });
-        let e = engine(t, 1000);
+        let e = engine(t.clone(), 1000);
         let mut plan = BenchmarkPlan::new(Profile::Synchronous);
         plan.stop.max_requests = Some(1000);
         plan.stop.max_errors = Some(5);
@@ -934,6 +1022,51 @@ mod tests {
         assert_eq!(out.stopped_by, "max_errors");
         assert_eq!(out.benchmark.requests.errored, 5);
         assert_eq!(out.benchmark.requests.errors_by_class["http_5xx"], 5);
+        // An error-based stop needs each verdict where the request ends: nothing deferred.
+        assert_eq!(t.unsettled.load(Ordering::Relaxed), 0);
+    }
+
+    /// Without error-based stops, requests are settled by the collector, off the runtime's
+    /// threads, and every count comes out as when settled at once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn requests_settle_on_the_collector() {
+        let t = Arc::new(Fake {
+            ttft: Duration::from_millis(1),
+            total: Duration::from_millis(2),
+            fail_every: Some(2),
+            n: AtomicU64::new(0),
+            unsettled: AtomicU64::new(0),
+            sent_on: Mutex::default(),
+            settled_on: Mutex::default(),
+        });
+        let e = engine(t.clone(), 1000);
+        let mut plan = BenchmarkPlan::new(Profile::Concurrent { concurrency: 4 });
+        plan.stop.max_requests = Some(40);
+        let sink = Arc::new(Mutex::new(Collect(Vec::new())));
+        let out = e.run_benchmark(0, &plan, sink.clone()).await;
+        let b = &out.benchmark;
+        accounting(b);
+        assert_eq!(t.unsettled.load(Ordering::Relaxed), 40);
+        assert_eq!((b.requests.completed, b.requests.errored), (20, 20));
+        assert_eq!(b.requests.errors_by_class["http_5xx"], 20);
+        assert_eq!(b.tokens.output_total, 80);
+        let p = &e.progress;
+        assert_eq!(p.completed.load(Ordering::Relaxed), 20);
+        assert_eq!(p.errored.load(Ordering::Relaxed), 20);
+        assert_eq!(p.output_tokens.load(Ordering::Relaxed), 80);
+        let recs = &sink.lock().unwrap().0;
+        assert_eq!(recs.len(), 40);
+        assert!(
+            recs.iter()
+                .all(|r| r.error.is_some() || r.output_tokens == Some(4))
+        );
+        let sent_on = t.sent_on.lock().unwrap();
+        let settled_on = t.settled_on.lock().unwrap();
+        assert!(!settled_on.is_empty());
+        assert!(
+            sent_on.is_disjoint(&settled_on),
+            "{sent_on:?} {settled_on:?}"
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

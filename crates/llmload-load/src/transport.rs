@@ -1,8 +1,9 @@
 //! The engine's [`Transport`] over the OpenAI-compatible client.
 
+use std::any::Any;
 use std::time::Instant;
 
-use llmload_client::{Client, Outcome, Prepared};
+use llmload_client::{Client, Outcome, Pending, Prepared};
 use llmload_core::RequestSpec;
 use tokio_util::sync::CancellationToken;
 
@@ -19,16 +20,37 @@ impl Transport for Client {
         &ready.spec
     }
 
-    async fn send(&self, ready: &Prepared, epoch: Instant, cancel: &CancellationToken) -> Sent {
+    async fn send(
+        &self,
+        ready: &Prepared,
+        epoch: Instant,
+        cancel: &CancellationToken,
+        settle_later: bool,
+    ) -> Sent {
         let Outcome {
             record,
             gaps,
             answer,
-        } = self.send_prepared(ready, epoch, cancel).await;
+            pending,
+        } = if settle_later {
+            self.send_prepared_unsettled(ready, epoch, cancel).await
+        } else {
+            self.send_prepared(ready, epoch, cancel).await
+        };
         Sent {
             record,
             gaps,
             answer,
+            pending: pending.map(|p| p as Box<dyn Any + Send>),
+        }
+    }
+
+    fn settle(&self, sent: &mut Sent) {
+        let Some(pending) = sent.pending.take() else {
+            return;
+        };
+        if let Ok(p) = pending.downcast::<Pending>() {
+            self.settle_into(&mut sent.record, &mut sent.gaps, &mut sent.answer, *p);
         }
     }
 }
