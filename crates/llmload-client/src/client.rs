@@ -40,21 +40,18 @@ pub struct Outcome {
     pub gaps: Vec<f64>,
     /// The answer text (content, or completion text), when `capture_answer` is set.
     pub answer: Option<String>,
-    /// What is still to be read ([`Client::send_prepared_unsettled`]): `None` once settled.
+    /// The output-token count still to be made ([`Client::send_prepared_unsettled`]);
+    /// `None` once settled.
     pub pending: Option<Box<Pending>>,
 }
 
-/// The part of a measurement that does not need the clock: reading a non-streamed answer's
-/// JSON, and turning the response into the record's counts, finish reason and error class
-/// (the tokenizer runs here when the server sent no usage). [`Client::settle`] does it on
-/// whatever thread calls it; the engine's collector does, so that the thread that times
-/// requests only reads bytes and takes stamps.
+/// An answer whose output tokens the tokenizer must count (the server sent no usage): the
+/// one part of a measurement that can take long (~0.3 ms for 600 tokens) and needs no clock.
+/// [`Client::settle`] counts on whatever thread calls it; the engine's collector does, so that
+/// the thread that times requests does not hold up every other request's stamps meanwhile.
 #[derive(Debug, Clone)]
 pub struct Pending {
     resp: ResponseState,
-    end: Option<End>,
-    /// A non-streamed body not parsed yet, and when it arrived (run seconds).
-    body: Option<(Vec<u8>, f64)>,
 }
 
 /// An OpenAI-compatible client with a keep-alive pool. Cheap to clone; share it between tasks.
@@ -166,7 +163,6 @@ fn secs(epoch: Instant, t: Instant) -> f64 {
 }
 
 /// How an attempt ended (before finalization).
-#[derive(Debug, Clone)]
 enum End {
     Ok,
     Fail(ErrorClass, String),
@@ -179,9 +175,8 @@ struct Progress {
     resp: ResponseState,
     end: Option<End>,
     t_end: Option<f64>,
-    /// Keep a non-streamed body to be parsed by [`Client::settle`] (not here).
+    /// Leave the tokenizer's count to [`Client::settle`].
     defer: bool,
-    body: Option<(Vec<u8>, f64)>,
 }
 
 impl Client {
@@ -291,11 +286,11 @@ impl Client {
         self.send_body(&p.spec, &p.body, epoch, cancel, false).await
     }
 
-    /// [`Client::send_prepared`] that only measures: the outcome has its stamps, status and
-    /// transport errors, and a [`Pending`] part (a non-streamed answer's JSON still unread,
-    /// counts not filled) for [`Client::settle`] to finish, on another thread if wanted. The
-    /// record is the same either way. Errors found in the answer (malformed JSON, an error
-    /// object in a 200 body) are known only once settled.
+    /// [`Client::send_prepared`] that leaves the tokenizer's count for later: when the server
+    /// sent no usage, the outcome has everything but `output_tokens` (and
+    /// `multi_token_events`, which depends on it), and a [`Pending`] part for
+    /// [`Client::settle`] to count, on another thread if wanted. The record is the same
+    /// either way. `capture_answer` clients count at once (the answer is handed over).
     pub async fn send_prepared_unsettled(
         &self,
         p: &Prepared,
@@ -309,86 +304,24 @@ impl Client {
     /// already settled).
     pub fn settle(&self, out: &mut Outcome) {
         if let Some(p) = out.pending.take() {
-            self.settle_into(&mut out.record, &mut out.gaps, &mut out.answer, *p);
+            self.settle_into(&mut out.record, *p);
         }
     }
 
-    /// [`Client::settle`] into an outcome's parts held elsewhere (the engine keeps its own
-    /// copy of the record; moving records in and out of an `Outcome` cost more than the rest).
-    pub fn settle_into(
-        &self,
-        rec: &mut RequestRecord,
-        gaps: &mut Vec<f64>,
-        answer: &mut Option<String>,
-        p: Pending,
-    ) {
-        let inner = &*self.inner;
+    /// [`Client::settle`] into a record held elsewhere (the engine keeps its own).
+    pub fn settle_into(&self, rec: &mut RequestRecord, p: Pending) {
+        let n = self.count_tokens(&p.resp);
+        rec.output_tokens = Some(n);
+        rec.multi_token_events = p.resp.multi_token_events(Some(n));
+    }
 
-        let Pending {
-            mut resp,
-            mut end,
-            body,
-        } = p;
-        if let Some((bytes, t)) = body {
-            end = Some(read_body(&mut resp, &bytes, t));
-        }
-        rec.t_first_token = resp.t_first_token;
-        rec.t_first_output = resp.t_first_output;
-        rec.t_last_token = resp.t_last_token;
-        rec.output_events = resp.output_events;
-        rec.finish_reason = resp.finish_reason.take();
-        if inner.cfg.record_chunks {
-            rec.chunk_times = Some(std::mem::take(&mut resp.chunk_times));
-        }
-        // Token counts: the server's usage, else the tokenizer.
-        let usage_out = resp.usage.and_then(|u| u.completion_tokens);
-        if let Some(n) = usage_out {
-            rec.output_tokens = Some(n);
-            rec.prompt_tokens = resp
-                .usage
-                .and_then(|u| u.prompt_tokens)
-                .or(spec_prompt(rec));
-            rec.token_source = TokenSource::Usage;
-        } else if let Some(tc) = &inner.tokens {
-            let n = if resp.answer.is_empty() {
-                0
-            } else {
-                tc.count(&resp.answer)
-            } + if resp.other_text.is_empty() {
-                0
-            } else {
-                tc.count(&resp.other_text)
-            };
-            rec.output_tokens = Some(n);
-            rec.prompt_tokens = resp
-                .usage
-                .and_then(|u| u.prompt_tokens)
-                .or(spec_prompt(rec));
-            rec.token_source = TokenSource::Tokenizer;
-        } else {
-            rec.prompt_tokens = resp
-                .usage
-                .and_then(|u| u.prompt_tokens)
-                .or(spec_prompt(rec));
-            rec.token_source = TokenSource::None;
-        }
-        rec.multi_token_events = resp.multi_token_events(rec.output_tokens);
-        match end {
-            Some(End::Ok) => {}
-            Some(End::Fail(class, msg)) => {
-                rec.error = Some(class);
-                rec.error_message = Some(scrub(msg, inner.cfg.api_key.as_deref()));
-            }
-            None => {
-                rec.error = Some(ErrorClass::StreamBroken);
-                rec.error_message = Some("the request ended without a result".into());
-            }
-        }
-        *answer = inner
-            .cfg
-            .capture_answer
-            .then(|| std::mem::take(&mut resp.answer));
-        *gaps = resp.gaps;
+    /// Output tokens of an answer without usage, by the tokenizer (0 without one).
+    fn count_tokens(&self, resp: &ResponseState) -> u64 {
+        let Some(tc) = &self.inner.tokens else {
+            return 0;
+        };
+        let count = |t: &str| if t.is_empty() { 0 } else { tc.count(t) };
+        count(&resp.answer) + count(&resp.other_text)
     }
 
     async fn send_body(
@@ -430,7 +363,6 @@ impl Client {
             end: None,
             t_end: None,
             defer,
-            body: None,
         };
         if cancel.is_cancelled() {
             p.end = Some(End::Fail(
@@ -477,40 +409,77 @@ impl Client {
         self.finish(p, epoch)
     }
 
-    /// The last stamp; then settles at once unless the request was sent unsettled.
+    /// The record's counts, finish reason and error from the response (DESIGN §2); the
+    /// tokenizer's count is left pending when `defer` asks for it.
     fn finish(&self, p: Progress, epoch: Instant) -> Outcome {
+        let inner = &*self.inner;
         let Progress {
             mut rec,
-            resp,
+            mut resp,
             end,
             t_end,
             defer,
-            body,
         } = p;
         rec.t_end = t_end.unwrap_or_else(|| secs(epoch, Instant::now()));
-        let pending = Pending { resp, end, body };
-        if defer {
-            Outcome {
-                record: rec,
-                gaps: Vec::new(),
-                answer: None,
-                pending: Some(Box::new(pending)),
+        rec.t_first_token = resp.t_first_token;
+        rec.t_first_output = resp.t_first_output;
+        rec.t_last_token = resp.t_last_token;
+        rec.output_events = resp.output_events;
+        rec.finish_reason = resp.finish_reason.take();
+        if inner.cfg.record_chunks {
+            rec.chunk_times = Some(std::mem::take(&mut resp.chunk_times));
+        }
+        // Token counts: the server's usage, else the tokenizer.
+        rec.prompt_tokens = resp
+            .usage
+            .and_then(|u| u.prompt_tokens)
+            .or(spec_prompt(&rec));
+        let mut count_later = false;
+        if let Some(n) = resp.usage.and_then(|u| u.completion_tokens) {
+            rec.output_tokens = Some(n);
+            rec.token_source = TokenSource::Usage;
+        } else if inner.tokens.is_some() {
+            rec.token_source = TokenSource::Tokenizer;
+            count_later = defer && !inner.cfg.capture_answer;
+            if !count_later {
+                rec.output_tokens = Some(self.count_tokens(&resp));
             }
         } else {
-            self.settled(rec, pending)
+            rec.token_source = TokenSource::None;
         }
-    }
-
-    /// The record's counts, finish reason and error from the response (DESIGN §2).
-    fn settled(&self, rec: RequestRecord, p: Pending) -> Outcome {
-        let mut out = Outcome {
+        if !count_later {
+            rec.multi_token_events = resp.multi_token_events(rec.output_tokens);
+        }
+        match end {
+            Some(End::Ok) => {}
+            Some(End::Fail(class, msg)) => {
+                rec.error = Some(class);
+                rec.error_message = Some(scrub(msg, inner.cfg.api_key.as_deref()));
+            }
+            None => {
+                rec.error = Some(ErrorClass::StreamBroken);
+                rec.error_message = Some("the request ended without a result".into());
+            }
+        }
+        let answer = inner
+            .cfg
+            .capture_answer
+            .then(|| std::mem::take(&mut resp.answer));
+        if count_later {
+            let gaps = std::mem::take(&mut resp.gaps);
+            return Outcome {
+                record: rec,
+                gaps,
+                answer,
+                pending: Some(Box::new(Pending { resp })),
+            };
+        }
+        Outcome {
             record: rec,
-            gaps: Vec::new(),
-            answer: None,
+            gaps: resp.gaps,
+            answer,
             pending: None,
-        };
-        self.settle_into(&mut out.record, &mut out.gaps, &mut out.answer, p);
-        out
+        }
     }
 
     /// Send (with stale keep-alive retries) and read the response into `p`.
@@ -690,13 +659,7 @@ impl Client {
                 Ok((bytes, t)) => {
                     let t = secs(epoch, t);
                     p.t_end = Some(t);
-                    if p.defer {
-                        // Read when settled; until then the exchange itself went well.
-                        p.body = Some((bytes.to_vec(), t));
-                        p.end = Some(End::Ok);
-                    } else {
-                        p.end = Some(read_body(&mut p.resp, bytes, t));
-                    }
+                    p.end = Some(read_body(&mut p.resp, bytes, t));
                 }
                 Err(e) => {
                     p.t_end = Some(secs(epoch, conn.last_read()));

@@ -37,7 +37,8 @@ pub struct Sent {
     /// The answer text, when the workload wants responses.
     pub answer: Option<String>,
     /// What the transport left for [`Transport::settle`] (sent with `settle_later`): until
-    /// then the record has its stamps and status, not its counts or its answer's verdict.
+    /// then the record has everything but its output-token count (`output_tokens`,
+    /// `multi_token_events`), which the tokenizer has yet to make.
     pub pending: Option<Box<dyn std::any::Any + Send>>,
 }
 
@@ -57,8 +58,9 @@ pub trait Transport: Send + Sync + 'static {
     /// The request a ready one was made from.
     fn spec(ready: &Self::Ready) -> &RequestSpec;
 
-    /// With `settle_later`, the transport may leave the work that needs no clock (reading the
-    /// answer, counting tokens) in [`Sent::pending`], for [`Transport::settle`].
+    /// With `settle_later`, the transport may leave work that needs no clock and can take long
+    /// (the tokenizer's count of an answer without usage) in [`Sent::pending`], for
+    /// [`Transport::settle`].
     fn send<'a>(
         &'a self,
         ready: &'a Self::Ready,
@@ -217,9 +219,7 @@ impl<T: Transport> Engine<T> {
             errors: AtomicU64::new(0),
             stopped_by: std::sync::OnceLock::new(),
             workload: self.wants_answers.then(|| self.workload.clone()),
-            settle_later: !self.wants_answers
-                && plan.stop.max_errors.is_none()
-                && plan.stop.max_error_rate.is_none(),
+            settle_later: !self.wants_answers,
             specs: specs.clone(),
             outbox: outbox.clone(),
         });
@@ -273,7 +273,12 @@ impl<T: Transport> Engine<T> {
                     for sent in &mut batch.records {
                         if sent.pending.is_some() {
                             sh.transport.settle(sent);
-                            sh.count(&sent.record);
+                            if sent.record.error.is_none() {
+                                sh.progress.output_tokens.fetch_add(
+                                    sent.record.output_tokens.unwrap_or(0),
+                                    Ordering::Relaxed,
+                                );
+                            }
                         }
                         let local = sent.record.id - first_id;
                         let t_rel = sent.record.t_dispatch - bench_start_s;
@@ -475,8 +480,8 @@ struct Shared<T: Transport> {
     stopped_by: std::sync::OnceLock<&'static str>,
     /// The workload, when it wants the answers (multi-turn conversations).
     workload: Option<Arc<Mutex<Box<dyn Workload>>>>,
-    /// Requests are settled by the collector, not where they end: nothing here needs an
-    /// answer's verdict at once (no error-based stop condition, no workload reading answers).
+    /// Output tokens the tokenizer must count are counted by the collector, not where the
+    /// request ends (unless the workload reads the answers).
     settle_later: bool,
     specs: Arc<SpecQueue<Box<T::Ready>>>,
     outbox: Arc<Outbox<Box<T::Ready>>>,
@@ -499,11 +504,8 @@ impl<T: Transport> Shared<T> {
     /// then the hand-over to the collector of its record and of the request itself (`spent`,
     /// freed there).
     fn finish(&self, sent: Sent, spent: Option<Box<T::Ready>>) {
-        // An unsettled request is counted by the collector, once settled (no stop condition
-        // depends on it: see `settle_later`).
-        if sent.pending.is_none() {
-            self.count(&sent.record);
-        }
+        // An unsettled request's output tokens join the live count once settled.
+        self.count(&sent.record);
         if let (Some(w), Some(answer)) = (&self.workload, &sent.answer)
             && sent.record.error.is_none()
             && let Ok(mut w) = w.lock()
@@ -814,33 +816,23 @@ mod tests {
                 .lock()
                 .unwrap()
                 .insert(std::thread::current().id());
-            if settle_later {
-                // Leave the counts and the verdict for `settle`, as the client does.
+            if settle_later && sent.record.error.is_none() {
+                // Leave the output-token count for `settle`, as the client does when the
+                // tokenizer must count.
                 self.unsettled.fetch_add(1, Ordering::Relaxed);
-                let full = (sent.record.clone(), std::mem::take(&mut sent.gaps));
-                let r = &mut sent.record;
-                r.output_tokens = None;
-                r.prompt_tokens = None;
-                r.output_events = 0;
-                r.error = None;
-                sent.pending = Some(Box::new(full));
+                let n = sent.record.output_tokens.take();
+                sent.pending = Some(Box::new(n));
             }
             sent
         }
 
         fn settle(&self, sent: &mut Sent) {
             let Some(p) = sent.pending.take() else { return };
-            let (full, gaps) = *p.downcast::<(RequestRecord, Vec<f64>)>().unwrap();
             self.settled_on
                 .lock()
                 .unwrap()
                 .insert(std::thread::current().id());
-            let r = &mut sent.record;
-            r.output_tokens = full.output_tokens;
-            r.prompt_tokens = full.prompt_tokens;
-            r.output_events = full.output_events;
-            r.error = full.error;
-            sent.gaps = gaps;
+            sent.record.output_tokens = *p.downcast::<Option<u64>>().unwrap();
         }
     }
 
@@ -1022,12 +1014,12 @@ mod tests {
         assert_eq!(out.stopped_by, "max_errors");
         assert_eq!(out.benchmark.requests.errored, 5);
         assert_eq!(out.benchmark.requests.errors_by_class["http_5xx"], 5);
-        // An error-based stop needs each verdict where the request ends: nothing deferred.
-        assert_eq!(t.unsettled.load(Ordering::Relaxed), 0);
+        // Verdicts are known where requests end, so counts settled later change nothing here.
+        assert!(t.unsettled.load(Ordering::Relaxed) > 0);
     }
 
-    /// Without error-based stops, requests are settled by the collector, off the runtime's
-    /// threads, and every count comes out as when settled at once.
+    /// Output-token counts are settled by the collector, off the runtime's threads, and every
+    /// count comes out as when settled at once.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn requests_settle_on_the_collector() {
         let t = Arc::new(Fake {
@@ -1046,7 +1038,7 @@ mod tests {
         let out = e.run_benchmark(0, &plan, sink.clone()).await;
         let b = &out.benchmark;
         accounting(b);
-        assert_eq!(t.unsettled.load(Ordering::Relaxed), 40);
+        assert_eq!(t.unsettled.load(Ordering::Relaxed), 20);
         assert_eq!((b.requests.completed, b.requests.errored), (20, 20));
         assert_eq!(b.requests.errors_by_class["http_5xx"], 20);
         assert_eq!(b.tokens.output_total, 80);

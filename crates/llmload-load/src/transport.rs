@@ -50,7 +50,7 @@ impl Transport for Client {
             return;
         };
         if let Ok(p) = pending.downcast::<Pending>() {
-            self.settle_into(&mut sent.record, &mut sent.gaps, &mut sent.answer, *p);
+            self.settle_into(&mut sent.record, *p);
         }
     }
 }
