@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# A/B of llmload builds or settings against wrk, non-streaming, alternated round by round (a
+# busy or changing machine then affects every arm alike): each round runs wrk, then every arm.
+#   ARMS="LLBIN=bench/out/a/llmload LLBIN=bench/out/b/llmload" bench/engine/ab.sh [ROUNDS] [SECONDS]
+# An arm is one VAR=value exported for its run: LLBIN picks the binary; any other variable is
+# passed to llmload's environment. Binaries from $B (default bench/out/bin): fast_server, wrk.
+# Env: PIN="taskset -c 0,1" to pin everything to two cores on a bigger machine.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+B=${B:-bench/out/bin}; R=${1:-6}; S=${2:-5}
+ARMS=${ARMS:-"LLBIN=$B/llmload"}
+PIN=${PIN:-}; port=18791
+export LD_LIBRARY_PATH=$PWD/$B/lib
+out=$(mktemp -d)
+$PIN $B/fast_server --port $port --tokens 16 >/dev/null 2>&1 & F=$!
+trap 'kill $F 2>/dev/null; rm -rf $out' EXIT
+sleep 0.5
+cat > $out/post.lua <<'LUA'
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = '{"model":"fast-model","messages":[{"role":"user","content":"hi"}],"max_tokens":16,"stream":false}'
+LUA
+for r in $(seq 1 $R); do
+  w=$($PIN $B/wrk -t1 -c64 -d${S}s -s $out/post.lua http://127.0.0.1:$port/v1/chat/completions 2>&1 | awk '/Requests\/sec/{print int($2)}')
+  echo "wrk ${w:-0}" >> $out/all; line="round $r: wrk ${w:-?}"
+  for arm in $ARMS; do
+    rm -rf $out/o
+    ( export "$arm"; $PIN ${LLBIN:-$B/llmload} run --target http://127.0.0.1:$port --concurrency 64 --max-seconds $S \
+      --quiet --no-report --no-server-metrics --no-gpu --no-stream --prompt-tokens 16 --output-tokens 16 \
+      --out $out/o >/dev/null 2>&1 )
+    v=$(python3 -c "import json;print(int(json.load(open('$out/o/results.json'))['benchmarks'][0]['throughput']['requests_per_s']))" 2>/dev/null || echo 0)
+    echo "$arm $v" >> $out/all; line="$line; $arm $v"
+  done
+  echo "$line"
+done
+python3 - $out/all <<'PY'
+import sys, statistics, collections
+d = collections.defaultdict(list)
+for l in open(sys.argv[1]):
+    k, v = l.rsplit(maxsplit=1); d[k].append(int(v))
+w = statistics.median(d.pop("wrk"))
+print(f"median wrk {w:.0f} req/s")
+for k, v in d.items():
+    m = statistics.median(v)
+    print(f"  {k}: median {m:.0f} ({100*m/w:.1f} % of wrk), mean {statistics.mean(v):.0f}")
+PY
