@@ -10,16 +10,7 @@ cd "$(dirname "$0")/../.."
 B=${B:-bench/out/bin}; R=${1:-6}; S=${2:-5}
 ARMS=${ARMS:-"LLBIN=$B/llmload"}
 PIN=${PIN:-}; port=18791
-export LD_LIBRARY_PATH=$PWD/$B/lib
-out=$(mktemp -d)
-$PIN $B/fast_server --port $port --tokens 16 >/dev/null 2>&1 & F=$!
-trap 'kill $F 2>/dev/null; rm -rf $out' EXIT
-sleep 0.5
-cat > $out/post.lua <<'LUA'
-wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/json"
-wrk.body = '{"model":"fast-model","messages":[{"role":"user","content":"hi"}],"max_tokens":16,"stream":false}'
-LUA
+. bench/engine/common.sh
 for r in $(seq 1 $R); do
   w=$($PIN $B/wrk -t1 -c64 -d${S}s -s $out/post.lua http://127.0.0.1:$port/v1/chat/completions 2>&1 | awk '/Requests\/sec/{print int($2)}')
   echo "wrk ${w:-0}" >> $out/all; line="round $r: wrk ${w:-?}"

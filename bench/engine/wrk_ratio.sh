@@ -11,19 +11,11 @@ cd "$(dirname "$0")/../.."
 B=${B:-bench/out/bin}
 R=${1:-5}; S=${2:-5}
 PIN=${PIN:-}; THREADS=${THREADS:-"default 1 2"}
-export LD_LIBRARY_PATH=$PWD/$B/lib
-out=$(mktemp -d)
 port=18790
-$PIN $B/fast_server --port $port --tokens 16 >/dev/null 2>&1 & F=$!
-trap 'kill $F 2>/dev/null; rm -rf $out' EXIT
-sleep 0.5
-# Two wrk requests: the smallest chat request ("hi"), and the very request llmload sends (its
-# headers and a 16-token synthetic prompt; the server parses a body twice as long).
-cat > $out/post.lua <<'LUA'
-wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/json"
-wrk.body = '{"model":"fast-model","messages":[{"role":"user","content":"hi"}],"max_tokens":16,"stream":false}'
-LUA
+. bench/engine/common.sh
+# Two wrk requests: the smallest chat request ("hi", $out/post.lua), and the very request
+# llmload sends (its headers and a 16-token synthetic prompt; the server parses a body twice as
+# long).
 cat > $out/same.lua <<'LUA'
 wrk.method = "POST"
 wrk.headers["content-type"] = "application/json"

@@ -781,10 +781,19 @@ mod tests {
 
     impl Fake {
         fn new(ttft_ms: u64, total_ms: u64) -> Arc<Fake> {
+            Self::build(ttft_ms, total_ms, None)
+        }
+
+        /// Every `every`-th request fails with HTTP 500.
+        fn failing(ttft_ms: u64, total_ms: u64, every: u64) -> Arc<Fake> {
+            Self::build(ttft_ms, total_ms, Some(every))
+        }
+
+        fn build(ttft_ms: u64, total_ms: u64, fail_every: Option<u64>) -> Arc<Fake> {
             Arc::new(Fake {
                 ttft: Duration::from_millis(ttft_ms),
                 total: Duration::from_millis(total_ms),
-                fail_every: None,
+                fail_every,
                 n: AtomicU64::new(0),
                 unsettled: AtomicU64::new(0),
                 sent_on: Mutex::default(),
@@ -996,15 +1005,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn errors_stop_the_benchmark() {
-        let t = Arc::new(Fake {
-            ttft: Duration::from_millis(1),
-            total: Duration::from_millis(2),
-            fail_every: Some(2),
-            n: AtomicU64::new(0),
-            unsettled: AtomicU64::new(0),
-            sent_on: Mutex::default(),
-            settled_on: Mutex::default(),
-        });
+        let t = Fake::failing(1, 2, 2);
         let e = engine(t.clone(), 1000);
         let mut plan = BenchmarkPlan::new(Profile::Synchronous);
         plan.stop.max_requests = Some(1000);
@@ -1022,15 +1023,7 @@ mod tests {
     /// count comes out as when settled at once.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn requests_settle_on_the_collector() {
-        let t = Arc::new(Fake {
-            ttft: Duration::from_millis(1),
-            total: Duration::from_millis(2),
-            fail_every: Some(2),
-            n: AtomicU64::new(0),
-            unsettled: AtomicU64::new(0),
-            sent_on: Mutex::default(),
-            settled_on: Mutex::default(),
-        });
+        let t = Fake::failing(1, 2, 2);
         let e = engine(t.clone(), 1000);
         let mut plan = BenchmarkPlan::new(Profile::Concurrent { concurrency: 4 });
         plan.stop.max_requests = Some(40);
