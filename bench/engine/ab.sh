@@ -15,11 +15,7 @@ for r in $(seq 1 $R); do
   w=$($PIN $B/wrk -t1 -c64 -d${S}s -s $out/post.lua http://127.0.0.1:$port/v1/chat/completions 2>&1 | awk '/Requests\/sec/{print int($2)}')
   echo "wrk ${w:-0}" >> $out/all; line="round $r: wrk ${w:-?}"
   for arm in $ARMS; do
-    rm -rf $out/o
-    ( export "$arm"; $PIN ${LLBIN:-$B/llmload} run --target http://127.0.0.1:$port --concurrency 64 --max-seconds $S \
-      --quiet --no-report --no-server-metrics --no-gpu --no-stream --prompt-tokens 16 --output-tokens 16 \
-      --out $out/o >/dev/null 2>&1 )
-    v=$(python3 -c "import json;print(int(json.load(open('$out/o/results.json'))['benchmarks'][0]['throughput']['requests_per_s']))" 2>/dev/null || echo 0)
+    v=$( export "$arm"; llmload_rate "${LLBIN:-$B/llmload}" )
     echo "$arm $v" >> $out/all; line="$line; $arm $v"
   done
   echo "$line"

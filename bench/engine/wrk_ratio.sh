@@ -32,9 +32,7 @@ for r in $(seq 1 $R); do
   line="round $r: wrk -t1 -c64 $w req/s, with llmload's request $ws"
   for t in $THREADS; do
     targ="--threads $t"; [ "$t" = default ] && targ=
-    $PIN $B/llmload run --target http://127.0.0.1:$port --concurrency 64 --max-seconds $S --quiet --no-report \
-      --no-server-metrics --no-gpu --no-stream $targ --prompt-tokens 16 --output-tokens 16 --out $out/r$r-$t >/dev/null 2>&1
-    v=$(python3 -c "import json;b=json.load(open('$out/r$r-$t/results.json'))['benchmarks'][0];print(int(b['throughput']['requests_per_s']))")
+    v=$(llmload_rate $B/llmload $targ)
     echo "$t $v" >> $out/all
     line="$line; llmload ${targ:-(default threads)} $v ($(( 100 * v / w )) % / $(( 100 * v / ws )) %)"
   done
