@@ -861,7 +861,6 @@ impl Client {
     }
 }
 
-/// Read the rest of a body, discarding it; `false` if it broke off.
 /// A whole non-streamed answer, arrived at `t`, read into `resp`: how the request ended.
 fn read_body(resp: &mut ResponseState, bytes: &[u8], t: f64) -> End {
     match resp.on_body(bytes, t) {
@@ -876,6 +875,7 @@ fn read_body(resp: &mut ResponseState, bytes: &[u8], t: f64) -> End {
     }
 }
 
+/// Read the rest of a body, discarding it; `false` if it broke off.
 async fn drain(conn: &mut Conn, body: &mut Body) -> bool {
     loop {
         match body.next(conn).await {

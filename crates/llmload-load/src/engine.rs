@@ -504,25 +504,13 @@ impl<T: Transport> Shared<T> {
     /// then the hand-over to the collector of its record and of the request itself (`spent`,
     /// freed there).
     fn finish(&self, sent: Sent, spent: Option<Box<T::Ready>>) {
-        // An unsettled request's output tokens join the live count once settled.
-        self.count(&sent.record);
-        if let (Some(w), Some(answer)) = (&self.workload, &sent.answer)
-            && sent.record.error.is_none()
-            && let Ok(mut w) = w.lock()
-        {
-            w.on_response(sent.record.tag.as_deref(), answer);
-        }
-        self.outbox.push(sent, spent);
-    }
-
-    /// A finished request in the live counters and the stop conditions.
-    fn count(&self, rec: &RequestRecord) {
         let p = &self.progress;
-        let (finished, errors) = match rec.error {
+        // An unsettled request's output tokens join the live count once settled (collector).
+        let (finished, errors) = match sent.record.error {
             None => {
                 p.completed.fetch_add(1, Ordering::Relaxed);
                 p.output_tokens
-                    .fetch_add(rec.output_tokens.unwrap_or(0), Ordering::Relaxed);
+                    .fetch_add(sent.record.output_tokens.unwrap_or(0), Ordering::Relaxed);
                 (
                     self.finished.fetch_add(1, Ordering::Relaxed) + 1,
                     self.errors.load(Ordering::Relaxed),
@@ -552,6 +540,13 @@ impl<T: Transport> Shared<T> {
                 self.cancel.cancel();
             }
         }
+        if let (Some(w), Some(answer)) = (&self.workload, &sent.answer)
+            && sent.record.error.is_none()
+            && let Ok(mut w) = w.lock()
+        {
+            w.on_response(sent.record.tag.as_deref(), answer);
+        }
+        self.outbox.push(sent, spent);
     }
 
     fn now_s(&self) -> f64 {
