@@ -2,7 +2,7 @@
 //! interruption) and `requests.jsonl` (appended as requests finish, flushed every 200 ms).
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use llmload_core::{RequestRecord, Results};
@@ -52,11 +52,17 @@ pub fn write_results(dir: &Path, results: &Results) -> Result<PathBuf, OutputErr
     Ok(path)
 }
 
+/// Bytes of `requests.jsonl` lines held before they are written.
+const JSONL_BUFFER: usize = 256 * 1024;
+
 /// Appends request records to `requests.jsonl`, one JSON object a line.
 pub struct JsonlSink {
     path: PathBuf,
-    w: BufWriter<File>,
-    line: Vec<u8>,
+    file: File,
+    /// Lines not yet written: records are formatted straight into it (no copy through a
+    /// line buffer), and it goes to the file when it holds [`JSONL_BUFFER`] bytes or on
+    /// [`RecordSink::flush`].
+    buf: Vec<u8>,
     /// First write error; writing stops after it and the run reports it.
     pub error: Option<String>,
     pub written: u64,
@@ -75,8 +81,8 @@ impl JsonlSink {
             })?;
         Ok(JsonlSink {
             path,
-            w: BufWriter::with_capacity(256 * 1024, f),
-            line: Vec::with_capacity(1024),
+            file: f,
+            buf: Vec::with_capacity(JSONL_BUFFER + 4096),
             error: None,
             written: 0,
         })
@@ -92,27 +98,28 @@ impl RecordSink for JsonlSink {
         if self.error.is_some() {
             return;
         }
-        self.line.clear();
-        rec.write_json(&mut self.line);
-        self.line.push(b'\n');
-        match self.w.write_all(&self.line) {
-            Ok(()) => self.written += 1,
-            Err(e) => self.error = Some(format!("cannot write {}: {e}", self.path.display())),
+        rec.write_json(&mut self.buf);
+        self.buf.push(b'\n');
+        self.written += 1;
+        if self.buf.len() >= JSONL_BUFFER {
+            self.flush();
         }
     }
 
     fn flush(&mut self) {
         if self.error.is_none()
-            && let Err(e) = self.w.flush()
+            && !self.buf.is_empty()
+            && let Err(e) = self.file.write_all(&self.buf)
         {
             self.error = Some(format!("cannot write {}: {e}", self.path.display()));
         }
+        self.buf.clear();
     }
 }
 
 impl Drop for JsonlSink {
     fn drop(&mut self) {
-        let _ = self.w.flush();
+        self.flush();
     }
 }
 
