@@ -38,11 +38,18 @@ for r in $(seq 1 $R); do
   done
   echo "$line"
 done
+# Summary. Each round's ratio pairs llmload with the wrk runs just before it (the machine's
+# speed drifts between rounds: the paired ratio is the fair one); the medians of each tool
+# over all rounds are printed too.
 python3 - $out/all <<'PY'
 import sys,statistics,collections
 d=collections.defaultdict(list)
 for l in open(sys.argv[1]):
     k,v=l.split(); d[k].append(int(v))
-w=statistics.median(d.pop('wrk')); ws=statistics.median(d.pop('wrksame'))
-print(f"median: wrk {w:.0f} req/s, with llmload's request {ws:.0f}" + "".join(f"; llmload {'--threads '+k if k!='default' else '(default threads)'} {statistics.median(v):.0f} ({100*statistics.median(v)/w:.0f} % / {100*statistics.median(v)/ws:.0f} %)" for k,v in d.items()))
+w=d.pop('wrk'); ws=d.pop('wrksame')
+med=statistics.median
+print(f"median: wrk {med(w):.0f} req/s, with llmload's request {med(ws):.0f}" + "".join(f"; llmload {'--threads '+k if k!='default' else '(default threads)'} {med(v):.0f}" for k,v in d.items()))
+for k,v in d.items():
+    r=[a/b for a,b in zip(v,w)]; rs=[a/b for a,b in zip(v,ws)]
+    print(f"llmload {'--threads '+k if k!='default' else '(default threads)'} as a fraction of wrk / of wrk with llmload's request, per round: median {100*med(r):.1f} % / {100*med(rs):.1f} %, mean {100*statistics.mean(r):.1f} % / {100*statistics.mean(rs):.1f} %, rounds {100*min(r):.0f}-{100*max(r):.0f} %")
 PY
