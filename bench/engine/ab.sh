@@ -12,7 +12,7 @@ ARMS=${ARMS:-"LLBIN=$B/llmload"}
 PIN=${PIN:-}; port=18791
 . bench/engine/common.sh
 for r in $(seq 1 $R); do
-  w=$($PIN $B/wrk -t1 -c64 -d${S}s -s $out/post.lua http://127.0.0.1:$port/v1/chat/completions 2>&1 | awk '/Requests\/sec/{print int($2)}')
+  w=$(wrk_rate $out/post.lua)
   echo "wrk ${w:-0}" >> $out/all; line="round $r: wrk ${w:-?}"
   for arm in $ARMS; do
     v=$( export "$arm"; llmload_rate "${LLBIN:-$B/llmload}" )
@@ -20,14 +20,4 @@ for r in $(seq 1 $R); do
   done
   echo "$line"
 done
-python3 - $out/all <<'PY'
-import sys, statistics, collections
-d = collections.defaultdict(list)
-for l in open(sys.argv[1]):
-    k, v = l.rsplit(maxsplit=1); d[k].append(int(v))
-w = statistics.median(d.pop("wrk"))
-print(f"median wrk {w:.0f} req/s")
-for k, v in d.items():
-    m = statistics.median(v)
-    print(f"  {k}: median {m:.0f} ({100*m/w:.1f} % of wrk), mean {statistics.mean(v):.0f}")
-PY
+summarize $out/all

@@ -25,31 +25,16 @@ wrk.body = '{"messages":[{"role":"user","content":"the the the the same month wh
 LUA
 echo "load average: $(cut -d' ' -f1-3 /proc/loadavg); $(nproc) cores; ${R} rounds of ${S}s"
 for r in $(seq 1 $R); do
-  w=$($PIN $B/wrk -t1 -c64 -d${S}s -s $out/post.lua http://127.0.0.1:$port/v1/chat/completions 2>&1 | awk '/Requests\/sec/{print int($2)}')
-  ws=$($PIN $B/wrk -t1 -c64 -d${S}s -s $out/same.lua http://127.0.0.1:$port/v1/chat/completions 2>&1 | awk '/Requests\/sec/{print int($2)}')
-  echo "wrk $w" >> $out/all
-  echo "wrksame $ws" >> $out/all
-  line="round $r: wrk -t1 -c64 $w req/s, with llmload's request $ws"
+  w=$(wrk_rate $out/post.lua); ws=$(wrk_rate $out/same.lua)
+  echo "wrk ${w:-0}" >> $out/all
+  echo "wrk with llmload's request ${ws:-0}" >> $out/all
+  line="round $r: wrk -t1 -c64 ${w:-?} req/s, with llmload's request ${ws:-?}"
   for t in $THREADS; do
     targ="--threads $t"; [ "$t" = default ] && targ=
     v=$(llmload_rate $B/llmload $targ)
-    echo "$t $v" >> $out/all
-    line="$line; llmload ${targ:-(default threads)} $v ($(( 100 * v / w )) % / $(( 100 * v / ws )) %)"
+    echo "llmload ${targ:-(default threads)} $v" >> $out/all
+    line="$line; llmload ${targ:-(default threads)} $v ($(( 100 * v / ${w:-1} )) % / $(( 100 * v / ${ws:-1} )) %)"
   done
   echo "$line"
 done
-# Summary. Each round's ratio pairs llmload with the wrk runs just before it (the machine's
-# speed drifts between rounds: the paired ratio is the fair one); the medians of each tool
-# over all rounds are printed too.
-python3 - $out/all <<'PY'
-import sys,statistics,collections
-d=collections.defaultdict(list)
-for l in open(sys.argv[1]):
-    k,v=l.split(); d[k].append(int(v))
-w=d.pop('wrk'); ws=d.pop('wrksame')
-med=statistics.median
-print(f"median: wrk {med(w):.0f} req/s, with llmload's request {med(ws):.0f}" + "".join(f"; llmload {'--threads '+k if k!='default' else '(default threads)'} {med(v):.0f}" for k,v in d.items()))
-for k,v in d.items():
-    r=[a/b for a,b in zip(v,w)]; rs=[a/b for a,b in zip(v,ws)]
-    print(f"llmload {'--threads '+k if k!='default' else '(default threads)'} as a fraction of wrk / of wrk with llmload's request, per round: median {100*med(r):.1f} % / {100*med(rs):.1f} %, mean {100*statistics.mean(r):.1f} % / {100*statistics.mean(rs):.1f} %, rounds {100*min(r):.0f}-{100*max(r):.0f} %")
-PY
+summarize $out/all
