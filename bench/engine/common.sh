@@ -1,7 +1,7 @@
 # Shared by the wrk comparisons (wrk_ratio.sh, ab.sh); sourced, not run. Expects B (binaries),
-# PIN (a prefix such as "taskset -c 0,1", or empty), port and S (seconds per run). Sets out (a scratch directory,
-# removed at exit) and starts the minimal server, killed at exit; writes $out/post.lua, wrk's
-# smallest chat request ("hi").
+# PIN (a prefix such as "taskset -c 0,1", or empty), port and S (seconds per run). Sets out (a
+# scratch directory, removed at exit) and starts the minimal server, killed at exit; writes
+# $out/post.lua, wrk's smallest chat request ("hi").
 export LD_LIBRARY_PATH=$PWD/$B/lib
 out=$(mktemp -d)
 $PIN $B/fast_server --port $port --tokens 16 >/dev/null 2>&1 & F=$!
@@ -40,7 +40,7 @@ import sys, statistics, collections
 med = statistics.median
 d = collections.defaultdict(list)
 for l in open(sys.argv[1]):
-    k, v = l.rsplit(maxsplit=1); d[k].append(int(v or 0))
+    k, v = l.rsplit(maxsplit=1); d[k].append(int(v))
 bases = {k: d.pop(k) for k in ("wrk", "wrk with llmload's request") if k in d}
 print("median: " + ", ".join(f"{k} {med(v):.0f} req/s" for k, v in bases.items()))
 for k, v in d.items():

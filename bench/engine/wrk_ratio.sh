@@ -23,6 +23,8 @@ wrk.headers["accept"] = "*/*"
 wrk.headers["user-agent"] = "llmload/0.1.0"
 wrk.body = '{"messages":[{"role":"user","content":"the the the the same month where wall real corner table left plan four little well"}],"max_tokens":16,"ignore_eos":true,"model":"fast-model","stream":false}'
 LUA
+# V as a percentage of BASE, or "?" when the wrk run gave no rate.   pct V BASE
+pct() { if [ "${2:-0}" -gt 0 ]; then echo "$(( 100 * $1 / $2 )) %"; else echo "? %"; fi; }
 echo "load average: $(cut -d' ' -f1-3 /proc/loadavg); $(nproc) cores; ${R} rounds of ${S}s"
 for r in $(seq 1 $R); do
   w=$(wrk_rate $out/post.lua); ws=$(wrk_rate $out/same.lua)
@@ -33,7 +35,7 @@ for r in $(seq 1 $R); do
     targ="--threads $t"; [ "$t" = default ] && targ=
     v=$(llmload_rate $B/llmload $targ)
     echo "llmload ${targ:-(default threads)} $v" >> $out/all
-    line="$line; llmload ${targ:-(default threads)} $v ($(( 100 * v / ${w:-1} )) % / $(( 100 * v / ${ws:-1} )) %)"
+    line="$line; llmload ${targ:-(default threads)} $v ($(pct $v "$w") / $(pct $v "$ws"))"
   done
   echo "$line"
 done
